@@ -1,0 +1,29 @@
+"""Qwen3-Next kernels: importing this package registers every op under torch.ops.qwen3next.*.
+
+Shape legend, shared by every docstring:
+  T = total tokens of a varlen batch (sequences concatenated), N = number of sequences,
+  B = sequences of a decode batch (one token each), S = number of state slots in the cache,
+  D = conv channels, W = conv width (4), L = conv state length (>= W - 1),
+  H = key heads, HV = value heads (HV % H == 0; value head j reads key head j // (HV // H)),
+  K = key head dim, V = value head dim.
+Index tensors are int32; a slot index of -1 (PAD_SLOT_ID) skips the sequence: no state read or written,
+outputs zeros. This package never imports vLLM.
+"""
+from .conv import causal_conv1d_fwd, causal_conv1d_update
+from .gated_delta_rule import chunk_gated_delta_rule, fused_recurrent_gated_delta_rule
+from .gating import gdn_gating
+from .norm import gated_rms_norm
+
+__version__ = "0.1.0"
+
+PAD_SLOT_ID = -1
+
+__all__ = [
+    "PAD_SLOT_ID",
+    "causal_conv1d_fwd",
+    "causal_conv1d_update",
+    "chunk_gated_delta_rule",
+    "fused_recurrent_gated_delta_rule",
+    "gated_rms_norm",
+    "gdn_gating",
+]

@@ -1,0 +1,4 @@
+from .naive import naive_causal_conv1d_fwd, naive_causal_conv1d_update
+from .ops import causal_conv1d_fwd, causal_conv1d_update
+
+__all__ = ["causal_conv1d_fwd", "causal_conv1d_update", "naive_causal_conv1d_fwd", "naive_causal_conv1d_update"]

@@ -1,0 +1,79 @@
+"""Causal depthwise conv on CPU: vectorised over tokens and channels, a loop over the W taps.
+
+T = total tokens, B = sequences of a decode batch, N = sequences, S = state slots,
+D = conv channels, W = conv width, L = conv state length (>= W - 1).
+"""
+import torch
+import torch.nn.functional as F
+
+
+def _check_conv_args(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, conv_states: torch.Tensor,
+                     cache_indices: torch.Tensor) -> None:
+    D, W = weight.shape
+    assert x.dim() == 2 and x.shape[1] == D and x.stride(1) == 1, f"x must be [*, {D}] with unit channel stride"
+    assert bias is None or bias.shape == (D,)
+    assert conv_states.dim() == 3 and conv_states.shape[2] == D and conv_states.shape[1] >= W - 1, \
+        f"conv_states must be [S, L >= {W - 1}, {D}], got {tuple(conv_states.shape)}"
+    assert cache_indices.dtype == torch.int32
+
+
+def _depthwise_conv(xx: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                    activation_silu: bool) -> torch.Tensor:
+    """xx: [W - 1 + Ls, D] fp32 (window history then the new rows), weight: [W, D] fp32 -> [Ls, D] fp32."""
+    W = weight.shape[0]
+    Ls = xx.shape[0] - (W - 1)
+    y = xx[W - 1:] * weight[W - 1]
+    for w in range(W - 1):
+        y.addcmul_(xx[w:w + Ls], weight[w])
+    if bias is not None:
+        y += bias
+    return F.silu(y) if activation_silu else y
+
+
+def causal_conv1d_fwd_cpu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                          conv_states: torch.Tensor, query_start_loc: torch.Tensor, cache_indices: torch.Tensor,
+                          has_initial_state: torch.Tensor, activation_silu: bool) -> torch.Tensor:
+    _check_conv_args(x, weight, bias, conv_states, cache_indices)
+    T, D = x.shape
+    W = weight.shape[1]
+    L = conv_states.shape[1]
+    N = cache_indices.shape[0]
+    assert query_start_loc.dtype == torch.int32 and query_start_loc.shape == (N + 1,)
+    assert has_initial_state.dtype == torch.bool and has_initial_state.shape == (N,)
+    cu = query_start_loc.tolist()
+    assert cu[0] == 0 and cu[-1] == T, f"query_start_loc must span the T = {T} tokens, got {cu[0]}..{cu[-1]}"
+
+    weight = weight.float().T  # [W, D]
+    bias = bias.float() if bias is not None else None
+    out = torch.empty(T, D, dtype=x.dtype)
+    for bos, eos, slot, init in zip(cu[:-1], cu[1:], cache_indices.tolist(), has_initial_state.tolist()):
+        if slot < 0:
+            out[bos:eos] = 0
+            continue
+        state = conv_states[slot].float() if init else torch.zeros(L, D)  # [L, D]
+        xx = torch.cat([state, x[bos:eos].float()])  # [L + Ls, D]
+        out[bos:eos] = _depthwise_conv(xx[L - (W - 1):], weight, bias, activation_silu)
+        conv_states[slot] = xx[-L:]
+    return out
+
+
+def causal_conv1d_update_cpu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                             conv_states: torch.Tensor, cache_indices: torch.Tensor,
+                             activation_silu: bool) -> torch.Tensor:
+    _check_conv_args(x, weight, bias, conv_states, cache_indices)
+    B, D = x.shape
+    W = weight.shape[1]
+    L = conv_states.shape[1]
+    assert cache_indices.shape == (B,)
+
+    out = torch.zeros(B, D, dtype=x.dtype)
+    rows = (cache_indices >= 0).nonzero().squeeze(1)  # padded entries (slot -1) are skipped
+    slots = cache_indices[rows].long()
+    state = conv_states[slots].float()  # [B', L, D]
+    xx = torch.cat([state, x[rows, None].float()], 1)  # [B', L + 1, D]
+    y = (xx[:, L - (W - 1):] * weight.float().T).sum(1)  # [B', D]
+    if bias is not None:
+        y += bias.float()
+    out[rows] = (F.silu(y) if activation_silu else y).to(x.dtype)
+    conv_states[slots] = xx[:, 1:].to(conv_states.dtype)
+    return out

@@ -1,0 +1,9 @@
+from .naive import naive_fused_recurrent_gated_delta_rule, naive_recurrent_gated_delta_rule
+from .ops import chunk_gated_delta_rule, fused_recurrent_gated_delta_rule
+
+__all__ = [
+    "chunk_gated_delta_rule",
+    "fused_recurrent_gated_delta_rule",
+    "naive_fused_recurrent_gated_delta_rule",
+    "naive_recurrent_gated_delta_rule",
+]

@@ -1,0 +1,125 @@
+"""Run one vLLM engine configuration in its own process and dump what tests compare.
+
+Each engine runs in a fresh subprocess so that plugin selection (``VLLM_PLUGINS``)
+and engine settings cannot leak between configurations. Usage:
+
+    python -m tests.engine_runner SPEC.json OUT.json
+
+SPEC: {"llm": {LLM kwargs}, "prompts": [[token ids], ...], "max_tokens": 32,
+       "env": {...}}. OUT: per prompt the prompt-token log-probs, greedy output ids
+and their log-probs, plus the classes that ran and engine timings.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def describe_model(model) -> dict:
+    """Runs inside the worker: which classes make up the model that serves."""
+    return {
+        "model": f"{type(model).__module__}.{type(model).__qualname__}",
+        "layers": sorted(
+            {
+                f"{type(m).__module__}.{type(m).__qualname__}"
+                for name, m in model.named_modules()
+                if name.rsplit(".", 1)[-1] in ("linear_attn", "self_attn", "mlp")
+            }
+        ),
+    }
+
+
+def _main(spec_path: str, out_path: str) -> None:
+    from vllm import LLM, SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    from tests import engine_runner
+
+    spec = json.loads(Path(spec_path).read_text())
+    t0 = time.perf_counter()
+    llm = LLM(**spec["llm"])
+    start_s = time.perf_counter() - t0
+    prompts = [TokensPrompt(prompt_token_ids=p) for p in spec["prompts"]]
+    params = SamplingParams(
+        temperature=0.0,
+        max_tokens=spec.get("max_tokens", 32),
+        ignore_eos=True,
+        logprobs=0,
+        prompt_logprobs=0,
+    )
+    t0 = time.perf_counter()
+    outputs = llm.generate(prompts, params, use_tqdm=False)
+    gen_s = time.perf_counter() - t0
+    results = []
+    for prompt, out in zip(spec["prompts"], outputs):
+        completion = out.outputs[0]
+        prompt_lp = [None] + [
+            entry[tok].logprob for entry, tok in zip(out.prompt_logprobs[1:], prompt[1:])
+        ]
+        results.append(
+            {
+                "prompt_logprobs": prompt_lp,
+                "output_ids": list(completion.token_ids),
+                "output_logprobs": [
+                    entry[tok].logprob for entry, tok in zip(completion.logprobs, completion.token_ids)
+                ],
+            }
+        )
+    if spec.get("replay_outputs"):
+        # Prefill prompt + greedy output in one pass: its prompt log-probs over the
+        # output positions must equal the decode-time log-probs.
+        replay = [p + r["output_ids"] for p, r in zip(spec["prompts"], results)]
+        params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0)
+        outs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in replay], params, use_tqdm=False)
+        for ids, out, r in zip(replay, outs, results):
+            n = len(r["output_ids"])
+            r["replay_logprobs"] = [
+                entry[tok].logprob for entry, tok in zip(out.prompt_logprobs[-n:], ids[-n:])
+            ]
+    summary = {
+        "results": results,
+        "engine_start_s": start_s,
+        "generate_s": gen_s,
+        "generated_tokens": sum(len(r["output_ids"]) for r in results),
+        "prompt_tokens": sum(len(p) for p in spec["prompts"]),
+        # By module path: a function from __main__ cannot be pickled to the worker.
+        "classes": llm.apply_model(engine_runner.describe_model)[0],
+    }
+    Path(out_path).write_text(json.dumps(summary))
+
+
+def run_engine(spec: dict, workdir: Path, name: str, timeout: float = 900) -> dict:
+    """Run ``spec`` in a subprocess; return the parsed output (raises with the log on failure)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    spec_path, out_path = workdir / f"{name}.spec.json", workdir / f"{name}.out.json"
+    log_path = workdir / f"{name}.log"
+    spec_path.write_text(json.dumps(spec))
+    env = dict(os.environ)
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    env["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env.update(spec.get("env", {}))
+    with open(log_path, "w") as log:
+        proc = subprocess.run(
+            [sys.executable, "-m", "tests.engine_runner", str(spec_path), str(out_path)],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
+        )
+    if proc.returncode != 0:
+        tail = log_path.read_text()[-6000:]
+        raise RuntimeError(f"engine {name} failed (exit {proc.returncode}):\n{tail}")
+    out = json.loads(out_path.read_text())
+    out["log"] = log_path.read_text()
+    return out
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1], sys.argv[2])

@@ -1,0 +1,35 @@
+"""vllm-qwen3next: Qwen3-Next for vLLM, with our own model classes and kernels.
+
+vLLM calls :func:`register` (entry point group ``vllm.general_plugins``) in every
+process it starts. It only records lazy ``"module:Class"`` strings, so it imports
+neither torch nor the model code and never touches CUDA.
+"""
+
+import logging
+
+__version__ = "0.1.0"
+
+# Architectures we take over from vLLM's built-in registry.
+ARCHITECTURES = {
+    "Qwen3NextForCausalLM": "vllm_qwen3next.model:Qwen3NextForCausalLM",
+}
+
+logger = logging.getLogger("vllm.vllm_qwen3next")
+_registered = False
+
+
+def register() -> None:
+    """Point vLLM's registry at our classes (idempotent)."""
+    global _registered
+    if _registered:
+        return
+    from vllm import ModelRegistry
+
+    for arch, target in ARCHITECTURES.items():
+        ModelRegistry.register_model(arch, target)
+    _registered = True
+    logger.info(
+        "vllm_qwen3next %s registered, replacing vLLM's built-in %s",
+        __version__,
+        ", ".join(sorted(ARCHITECTURES)),
+    )

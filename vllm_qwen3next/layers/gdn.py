@@ -1,0 +1,272 @@
+"""Gated DeltaNet (linear attention) layer of Qwen3-Next.
+
+Shapes: T = tokens in the batch, H / HV = key / value heads on this rank,
+K / V = key / value head dim, D = conv channels on this rank (2*H*K + HV*V),
+W = conv width, L = conv state length (W - 1 + speculative tokens).
+
+At load time the grouped projection rows of the checkpoint (per key head:
+``[q | k | v (HV/H heads) | z (HV/H heads)]`` and ``[b | a]``) are re-ordered
+into flat ``[q | k | v | z]`` and ``[b | a]`` blocks, so splitting the projection
+output is a free slice and ``[q | k | v]`` is already the conv input layout.
+"""
+
+import torch
+from torch import nn
+from transformers import PretrainedConfig
+
+import qwen3next_kernels  # noqa: F401  (registers torch.ops.qwen3next.*)
+from vllm.config import VllmConfig, get_current_vllm_config
+from vllm.distributed import (
+    get_tensor_model_parallel_rank,
+    get_tensor_model_parallel_world_size,
+)
+from vllm.forward_context import get_forward_context
+from vllm.model_executor.layers.linear import ColumnParallelLinear, RowParallelLinear
+from vllm.model_executor.layers.mamba.abstract import MambaBase
+from vllm.model_executor.model_loader.weight_utils import sharded_weight_loader
+from vllm.model_executor.utils import set_weight_attrs
+from vllm.utils.torch_utils import direct_register_custom_op
+from vllm.v1.attention.backends.registry import MambaAttentionBackendEnum
+
+from vllm_qwen3next.layers.state import gdn_state_dtypes, gdn_state_shapes
+
+ops = torch.ops.qwen3next
+
+
+class Qwen3NextGatedDeltaNet(nn.Module, MambaBase):
+    def __init__(self, config: PretrainedConfig, vllm_config: VllmConfig, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+        self.config = config
+        self.vllm_config = vllm_config
+        self.tp_size = get_tensor_model_parallel_world_size()
+        self.tp_rank = get_tensor_model_parallel_rank()
+
+        self.total_k_heads = config.linear_num_key_heads
+        self.total_v_heads = config.linear_num_value_heads
+        self.num_k_heads = self.total_k_heads // self.tp_size
+        self.num_v_heads = self.total_v_heads // self.tp_size
+        self.head_k_dim = config.linear_key_head_dim
+        self.head_v_dim = config.linear_value_head_dim
+        self.key_dim = self.num_k_heads * self.head_k_dim
+        self.value_dim = self.num_v_heads * self.head_v_dim
+        self.conv_dim = 2 * self.key_dim + self.value_dim
+        self.conv_kernel_size = config.linear_conv_kernel_dim
+        self.eps = config.rms_norm_eps
+        self.scale = self.head_k_dim**-0.5
+
+        hidden = config.hidden_size
+        total_key_dim = self.total_k_heads * self.head_k_dim
+        total_value_dim = self.total_v_heads * self.head_v_dim
+        self.in_proj_qkvz = ColumnParallelLinear(
+            hidden,
+            2 * total_key_dim + 2 * total_value_dim,
+            bias=False,
+            prefix=f"{prefix}.in_proj_qkvz",
+        )
+        self.in_proj_qkvz.weight.weight_loader = self._load_in_proj_qkvz
+        self.in_proj_ba = ColumnParallelLinear(
+            hidden, 2 * self.total_v_heads, bias=False, prefix=f"{prefix}.in_proj_ba"
+        )
+        self.in_proj_ba.weight.weight_loader = self._load_in_proj_ba
+
+        # Depthwise conv weight [D, W]; the checkpoint stores [D_total, 1, W].
+        self.conv1d = nn.Module()
+        self.conv1d.weight = nn.Parameter(
+            torch.empty(self.conv_dim, self.conv_kernel_size), requires_grad=False
+        )
+        set_weight_attrs(self.conv1d.weight, {"weight_loader": self._load_conv1d})
+
+        self.A_log = nn.Parameter(
+            torch.empty(self.num_v_heads, dtype=torch.float32), requires_grad=False
+        )
+        self.dt_bias = nn.Parameter(torch.empty(self.num_v_heads), requires_grad=False)
+        for param in (self.A_log, self.dt_bias):
+            set_weight_attrs(param, {"weight_loader": sharded_weight_loader(0)})
+
+        # Gated RMSNorm over each value head: weight [V], shared by all heads.
+        self.norm = nn.Module()
+        self.norm.weight = nn.Parameter(torch.empty(self.head_v_dim), requires_grad=False)
+
+        self.out_proj = RowParallelLinear(
+            total_value_dim,
+            hidden,
+            bias=False,
+            input_is_parallel=True,
+            prefix=f"{prefix}.out_proj",
+        )
+
+        compilation_config = get_current_vllm_config().compilation_config
+        if prefix in compilation_config.static_forward_context:
+            raise ValueError(f"Duplicate layer name: {prefix}")
+        compilation_config.static_forward_context[prefix] = self
+        self.kv_cache = (torch.tensor([]), torch.tensor([]))
+
+    # --- vLLM hybrid cache interface ------------------------------------
+    @property
+    def mamba_type(self) -> MambaAttentionBackendEnum:
+        return MambaAttentionBackendEnum.GDN_ATTN
+
+    def get_state_shape(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        return gdn_state_shapes(self.vllm_config)
+
+    def get_state_dtype(self) -> tuple[torch.dtype, torch.dtype]:
+        return gdn_state_dtypes(self.vllm_config)
+
+    # --- weight loading ---------------------------------------------------
+    def _key_head_groups(self, loaded: torch.Tensor) -> torch.Tensor:
+        """This rank's key-head groups of a grouped projection: [H, rows, hidden]."""
+        groups = loaded.view(self.total_k_heads, -1, loaded.shape[-1])
+        return groups[self.tp_rank * self.num_k_heads : (self.tp_rank + 1) * self.num_k_heads]
+
+    def _load_in_proj_qkvz(self, param: torch.Tensor, loaded: torch.Tensor) -> None:
+        ratio = self.total_v_heads // self.total_k_heads
+        k, v = self.head_k_dim, ratio * self.head_v_dim
+        q_, k_, v_, z_ = self._key_head_groups(loaded).split([k, k, v, v], dim=1)
+        flat = [t.reshape(-1, loaded.shape[-1]) for t in (q_, k_, v_, z_)]
+        param.data.copy_(torch.cat(flat, dim=0))
+
+    def _load_in_proj_ba(self, param: torch.Tensor, loaded: torch.Tensor) -> None:
+        ratio = self.total_v_heads // self.total_k_heads
+        b_, a_ = self._key_head_groups(loaded).split([ratio, ratio], dim=1)
+        flat = [t.reshape(-1, loaded.shape[-1]) for t in (b_, a_)]
+        param.data.copy_(torch.cat(flat, dim=0))
+
+    def _load_conv1d(self, param: torch.Tensor, loaded: torch.Tensor) -> None:
+        """Checkpoint channels are flat ``[q | k | v]``: shard each segment."""
+        loaded = loaded.reshape(loaded.shape[0], -1)
+        total_key = self.total_k_heads * self.head_k_dim
+        segments = loaded.split([total_key, total_key, loaded.shape[0] - 2 * total_key])
+        local = [
+            seg.narrow(0, self.tp_rank * size, size)
+            for seg, size in zip(segments, (self.key_dim, self.key_dim, self.value_dim))
+        ]
+        param.data.copy_(torch.cat(local, dim=0))
+
+    # --- forward ------------------------------------------------------------
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        num_tokens = hidden_states.shape[0]
+        qkvz, _ = self.in_proj_qkvz(hidden_states)  # [T, D + HV*V]
+        ba, _ = self.in_proj_ba(hidden_states)  # [T, 2*HV]
+        mixed_qkv, z = qkvz.split([self.conv_dim, self.value_dim], dim=-1)
+        b, a = ba.split([self.num_v_heads, self.num_v_heads], dim=-1)
+
+        core_out = torch.empty(
+            num_tokens,
+            self.num_v_heads,
+            self.head_v_dim,
+            dtype=hidden_states.dtype,
+            device=hidden_states.device,
+        )
+        torch.ops.vllm.qwen3next_gdn_core(mixed_qkv, b, a, core_out, self.prefix)
+
+        z = z.reshape(num_tokens, self.num_v_heads, self.head_v_dim)
+        out = ops.gated_rms_norm(core_out, z, self.norm.weight, self.eps)
+        out, _ = self.out_proj(out.reshape(num_tokens, self.value_dim))
+        return out
+
+    def _split_qkv(self, x: torch.Tensor):
+        q, k, v = x.split([self.key_dim, self.key_dim, self.value_dim], dim=-1)
+        return (
+            q.reshape(-1, self.num_k_heads, self.head_k_dim),
+            k.reshape(-1, self.num_k_heads, self.head_k_dim),
+            v.reshape(-1, self.num_v_heads, self.head_v_dim),
+        )
+
+    def forward_core(
+        self,
+        mixed_qkv: torch.Tensor,
+        b: torch.Tensor,
+        a: torch.Tensor,
+        core_out: torch.Tensor,
+    ) -> None:
+        """Conv, gating and the delta rule for the tokens of this step, against
+        this layer's state cache. Decode tokens come first in vLLM's batch."""
+        attn_metadata = get_forward_context().attn_metadata
+        if attn_metadata is None:  # profiling / dummy run: no cache bound
+            core_out.zero_()
+            return
+        md = attn_metadata[self.prefix]
+        if md.spec_sequence_masks is not None:
+            raise NotImplementedError(
+                "vllm_qwen3next: speculative decoding is not supported by this "
+                "Gated DeltaNet layer yet"
+            )
+        conv_state, ssm_state = self.kv_cache
+        weight = self.conv1d.weight
+        num_actual = md.num_actual_tokens
+        num_decode_tokens = md.num_decode_tokens
+        core_out[num_actual:].zero_()
+
+        if md.num_decodes > 0:
+            slots = md.non_spec_state_indices_tensor[: md.num_decodes]
+            x = ops.causal_conv1d_update(
+                mixed_qkv[:num_decode_tokens], weight, None, conv_state, slots, True
+            )
+            q, k, v = self._split_qkv(x)
+            g, beta = ops.gdn_gating(
+                self.A_log, a[:num_decode_tokens], b[:num_decode_tokens], self.dt_bias
+            )
+            core_out[:num_decode_tokens] = ops.fused_recurrent_gated_delta_rule(
+                q, k, v, g, beta, self.scale, ssm_state, slots, True
+            )
+
+        if md.num_prefills > 0:
+            tokens = slice(num_decode_tokens, num_actual)
+            x = ops.causal_conv1d_fwd(
+                mixed_qkv[tokens],
+                weight,
+                None,
+                conv_state,
+                md.prefill_query_start_loc,
+                md.prefill_state_indices,
+                md.prefill_has_initial_state,
+                True,
+            )
+            q, k, v = self._split_qkv(x)
+            g, beta = ops.gdn_gating(self.A_log, a[tokens], b[tokens], self.dt_bias)
+            core_out[tokens] = ops.chunk_gated_delta_rule(
+                q,
+                k,
+                v,
+                g,
+                beta,
+                self.scale,
+                ssm_state,
+                md.prefill_query_start_loc,
+                md.prefill_state_indices,
+                md.prefill_has_initial_state,
+                True,
+            )
+
+
+def qwen3next_gdn_core(
+    mixed_qkv: torch.Tensor,
+    b: torch.Tensor,
+    a: torch.Tensor,
+    core_out: torch.Tensor,
+    layer_name: str,
+) -> None:
+    layer = get_forward_context().no_compile_layers[layer_name]
+    layer.forward_core(mixed_qkv, b, a, core_out)
+
+
+def qwen3next_gdn_core_fake(
+    mixed_qkv: torch.Tensor,
+    b: torch.Tensor,
+    a: torch.Tensor,
+    core_out: torch.Tensor,
+    layer_name: str,
+) -> None:
+    return None
+
+
+# Reads the batch metadata and writes the state cache: it must stay opaque to
+# torch.compile and be split out of CUDA graphs (see model.py).
+GDN_CORE_OP = "vllm::qwen3next_gdn_core"
+direct_register_custom_op(
+    op_name="qwen3next_gdn_core",
+    op_func=qwen3next_gdn_core,
+    mutates_args=["core_out"],
+    fake_impl=qwen3next_gdn_core_fake,
+)

@@ -1,0 +1,234 @@
+"""Qwen3-Next for vLLM: decoder layers, the model and the causal-LM head.
+
+Layer i mixes tokens with Gated DeltaNet (``linear_attention``) or gated full
+attention (``full_attention``), then a sparse MoE block; all norms are
+Gemma-style (``x_hat * (1 + w)``). Shapes: T = tokens, Dm = hidden size.
+"""
+
+from collections.abc import Iterable
+from itertools import islice
+
+import torch
+from torch import nn
+from transformers import PretrainedConfig
+
+from vllm.compilation.decorators import support_torch_compile
+from vllm.config import VllmConfig
+from vllm.distributed import get_pp_group
+from vllm.logger import init_logger
+from vllm.model_executor.layers.layernorm import GemmaRMSNorm
+from vllm.model_executor.layers.logits_processor import LogitsProcessor
+from vllm.model_executor.layers.mamba.mamba_utils import MambaCopySpec, get_temporal_copy_spec
+from vllm.model_executor.layers.vocab_parallel_embedding import (
+    ParallelLMHead,
+    VocabParallelEmbedding,
+)
+from vllm.model_executor.models.interfaces import HasInnerState, IsHybrid, SupportsPP
+from vllm.model_executor.models.utils import (
+    AutoWeightsLoader,
+    PPMissingLayer,
+    WeightsMapper,
+    extract_layer_index,
+    make_empty_intermediate_tensors_factory,
+    make_layers,
+    maybe_prefix,
+)
+from vllm.sequence import IntermediateTensors
+
+from vllm_qwen3next.config import layer_types, validate_config
+from vllm_qwen3next.layers.attention import Qwen3NextAttention
+from vllm_qwen3next.layers.gdn import GDN_CORE_OP, Qwen3NextGatedDeltaNet
+from vllm_qwen3next.layers.moe import Qwen3NextSparseMoeBlock
+from vllm_qwen3next.layers.state import gdn_state_dtypes, gdn_state_shapes
+from vllm_qwen3next.weights import checked_weights, target_layout
+
+logger = init_logger(__name__)
+
+# Checkpoint names -> (fused vLLM parameter, shard id).
+STACKED_PARAMS = {
+    ".q_proj": (".qkv_proj", "q"),
+    ".k_proj": (".qkv_proj", "k"),
+    ".v_proj": (".qkv_proj", "v"),
+    ".shared_expert.gate_proj": (".shared_expert.gate_up_proj", 0),
+    ".shared_expert.up_proj": (".shared_expert.gate_up_proj", 1),
+}
+
+
+def rope_parameters(config: PretrainedConfig) -> dict:
+    """vLLM's rope dict for the attention layers: theta and partial factor
+    from wherever this transformers version keeps them."""
+    params = dict(getattr(config, "rope_parameters", None) or {})
+    params.setdefault("rope_type", "default")
+    params.setdefault("rope_theta", getattr(config, "rope_theta", 10000.0))
+    params.setdefault(
+        "partial_rotary_factor", getattr(config, "partial_rotary_factor", 1.0)
+    )
+    return params
+
+
+class Qwen3NextDecoderLayer(nn.Module):
+    def __init__(self, vllm_config: VllmConfig, config: PretrainedConfig, layer_type: str, prefix: str):
+        super().__init__()
+        self.layer_type = layer_type
+        if layer_type == "linear_attention":
+            self.linear_attn = Qwen3NextGatedDeltaNet(
+                config, vllm_config, prefix=f"{prefix}.linear_attn"
+            )
+        else:
+            self.self_attn = Qwen3NextAttention(
+                config,
+                rope_parameters(config),
+                vllm_config.cache_config,
+                prefix=f"{prefix}.self_attn",
+            )
+        self.mlp = Qwen3NextSparseMoeBlock(vllm_config, config, prefix=f"{prefix}.mlp")
+        self.input_layernorm = GemmaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.post_attention_layernorm = GemmaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+
+    def forward(
+        self,
+        positions: torch.Tensor,
+        hidden_states: torch.Tensor,
+        residual: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if residual is None:
+            residual = hidden_states
+            hidden_states = self.input_layernorm(hidden_states)
+        else:
+            hidden_states, residual = self.input_layernorm(hidden_states, residual)
+        if self.layer_type == "linear_attention":
+            hidden_states = self.linear_attn(hidden_states)
+        else:
+            hidden_states = self.self_attn(positions, hidden_states)
+        hidden_states, residual = self.post_attention_layernorm(hidden_states, residual)
+        return self.mlp(hidden_states), residual
+
+
+@support_torch_compile
+class Qwen3NextModel(nn.Module):
+    def __init__(self, *, vllm_config: VllmConfig, prefix: str = ""):
+        super().__init__()
+        config = vllm_config.model_config.hf_text_config
+        self.config = config
+        types = layer_types(config)
+        self.embed_tokens = VocabParallelEmbedding(config.vocab_size, config.hidden_size)
+        self.start_layer, self.end_layer, self.layers = make_layers(
+            config.num_hidden_layers,
+            lambda prefix: Qwen3NextDecoderLayer(
+                vllm_config, config, types[extract_layer_index(prefix)], prefix=prefix
+            ),
+            prefix=f"{prefix}.layers",
+        )
+        if get_pp_group().is_last_rank:
+            self.norm = GemmaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        else:
+            self.norm = PPMissingLayer()
+        self.make_empty_intermediate_tensors = make_empty_intermediate_tensors_factory(
+            ["hidden_states", "residual"], config.hidden_size
+        )
+
+    def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.embed_tokens(input_ids)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None,
+        positions: torch.Tensor,
+        intermediate_tensors: IntermediateTensors | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor | IntermediateTensors:
+        if get_pp_group().is_first_rank:
+            hidden_states = inputs_embeds if inputs_embeds is not None else self.embed_tokens(input_ids)
+            residual = None
+        else:
+            hidden_states = intermediate_tensors["hidden_states"]
+            residual = intermediate_tensors["residual"]
+        for layer in islice(self.layers, self.start_layer, self.end_layer):
+            hidden_states, residual = layer(positions, hidden_states, residual)
+        if not get_pp_group().is_last_rank:
+            return IntermediateTensors({"hidden_states": hidden_states, "residual": residual})
+        hidden_states, _ = self.norm(hidden_states, residual)
+        return hidden_states
+
+
+def _conv_copy_spec(
+    state: torch.Tensor, block_ids: list[int], cur_block_idx: int, num_accepted_tokens: int
+) -> MambaCopySpec:
+    """Conv state [L, D] of a block, from the row of the last accepted token on."""
+    src = state[block_ids[cur_block_idx], num_accepted_tokens - 1 :]
+    return MambaCopySpec(start_addr=src.data_ptr(), num_elements=src.numel())
+
+
+class Qwen3NextForCausalLM(nn.Module, HasInnerState, IsHybrid, SupportsPP):
+    packed_modules_mapping = {
+        "qkv_proj": ["q_proj", "k_proj", "v_proj"],
+        "gate_up_proj": ["gate_proj", "up_proj"],
+    }
+    hf_to_vllm_mapper = WeightsMapper(orig_to_new_stacked=STACKED_PARAMS)
+
+    def __init__(self, *, vllm_config: VllmConfig, prefix: str = ""):
+        super().__init__()
+        config = vllm_config.model_config.hf_text_config
+        validate_config(config, vllm_config.parallel_config.tensor_parallel_size)
+        if vllm_config.speculative_config is not None:
+            raise NotImplementedError(
+                "vllm_qwen3next: speculative decoding is not supported yet"
+            )
+        self.config = config
+        self.vllm_config = vllm_config
+        _split_gdn_core_out_of_graphs(vllm_config)
+        self.model = Qwen3NextModel(vllm_config=vllm_config, prefix=maybe_prefix(prefix, "model"))
+        self.lm_head = ParallelLMHead(
+            config.vocab_size, config.hidden_size, prefix=maybe_prefix(prefix, "lm_head")
+        )
+        if getattr(config, "tie_word_embeddings", False):
+            self.lm_head = self.lm_head.tie_weights(self.model.embed_tokens)
+        self.logits_processor = LogitsProcessor(config.vocab_size)
+        self.make_empty_intermediate_tensors = self.model.make_empty_intermediate_tensors
+
+    def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model.embed_input_ids(input_ids)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None,
+        positions: torch.Tensor,
+        intermediate_tensors: IntermediateTensors | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        **kwargs: object,
+    ) -> torch.Tensor | IntermediateTensors:
+        return self.model(input_ids, positions, intermediate_tensors, inputs_embeds)
+
+    def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor | None:
+        return self.logits_processor(self.lm_head, hidden_states)
+
+    # --- hybrid cache (asked by the platform before the model is built) ---
+    @classmethod
+    def get_mamba_state_shape_from_config(cls, vllm_config: VllmConfig):
+        return gdn_state_shapes(vllm_config)
+
+    @classmethod
+    def get_mamba_state_dtype_from_config(cls, vllm_config: VllmConfig):
+        return gdn_state_dtypes(vllm_config)
+
+    @classmethod
+    def get_mamba_state_copy_func(cls):
+        return _conv_copy_spec, get_temporal_copy_spec
+
+    # --- weights ------------------------------------------------------------
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
+        weights = checked_weights(
+            weights, target_layout(self.config), ignore_prefixes=("mtp.",)
+        )
+        loader = AutoWeightsLoader(self)
+        return loader.load_weights(weights, mapper=self.hf_to_vllm_mapper)
+
+
+def _split_gdn_core_out_of_graphs(vllm_config: VllmConfig) -> None:
+    """Our GDN core op branches on batch metadata and writes the state cache:
+    piecewise compilation must split the graph around it, like vLLM's own
+    attention ops. vLLM's default list does not know our op name."""
+    splitting_ops = vllm_config.compilation_config.splitting_ops
+    if splitting_ops and GDN_CORE_OP not in splitting_ops:
+        splitting_ops.append(GDN_CORE_OP)
+        logger.info("vllm_qwen3next: added %s to the compilation splitting ops", GDN_CORE_OP)
