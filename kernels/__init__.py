@@ -9,10 +9,12 @@ Shape legend, shared by every docstring:
 Index tensors are int32; a slot index of -1 (PAD_SLOT_ID) skips the sequence: no state read or written,
 outputs zeros. This package never imports vLLM.
 """
-from .conv import causal_conv1d_fwd, causal_conv1d_update
-from .gated_delta_rule import chunk_gated_delta_rule, fused_recurrent_gated_delta_rule
-from .gating import gdn_gating
-from .norm import gated_rms_norm
+# Absolute imports: with the repository root on sys.path, transformers' probe for the Hugging Face `kernels`
+# package imports this folder as `kernels`; the ops must still be registered once, by qwen3next_kernels.
+from qwen3next_kernels.conv import causal_conv1d_fwd, causal_conv1d_update
+from qwen3next_kernels.gated_delta_rule import chunk_gated_delta_rule, fused_recurrent_gated_delta_rule
+from qwen3next_kernels.gating import gdn_gating
+from qwen3next_kernels.norm import gated_rms_norm
 
 __version__ = "0.1.0"
 

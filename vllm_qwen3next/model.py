@@ -205,6 +205,11 @@ class Qwen3NextForCausalLM(nn.Module, HasInnerState, IsHybrid, SupportsPP):
     # --- hybrid cache (asked by the platform before the model is built) ---
     @classmethod
     def get_mamba_state_shape_from_config(cls, vllm_config: VllmConfig):
+        # The platform asks this before any worker starts: fail early on a bad config.
+        validate_config(
+            vllm_config.model_config.hf_text_config,
+            vllm_config.parallel_config.tensor_parallel_size,
+        )
         return gdn_state_shapes(vllm_config)
 
     @classmethod

@@ -2,27 +2,29 @@
 
 T = total tokens, N = sequences, S = state slots, H = key heads, HV = value heads, G = HV // H
 (value head h * G + i reads key head h), K = key head dim, V = value head dim,
-BT = chunk size, NT = chunks of the whole batch.
+BT = chunk size, NT = chunks in a group of chunks.
 
 Within a chunk (positions i, j; gc = cumsum of g inside the chunk):
-    A[i, j] = beta_i (k_i . k_j) exp(gc_i - gc_j) for j < i        (I + A) [u | w] = [beta v | beta exp(gc) k]
+    A[i, j] = beta_i (k_i . k_j) exp(gc_i - gc_j) for j < i,   u = (I + A)^-1 beta v,   w = (I + A)^-1 beta exp(gc) k
 and with S the state at the chunk start:
     v_new = u - w S,   o = (exp(gc) q) S + (q k^T * exp(gc_i - gc_j))_{j <= i} v_new,
     S <- exp(gc_last) S + (exp(gc_last - gc) k)^T v_new.
-Everything but the chunk-to-chunk recurrence is computed for all chunks of all sequences at once.
+All but the chunk-to-chunk recurrence runs batched over the chunks of every sequence in a group.
 """
 import torch
 
 from .utils import l2norm
 
 BT = 64
+GROUP_CHUNKS = 32  # chunks per group: bounds the scratch memory of long prefills
 
 
 def _chunk_token_indices(cu_seqlens: list[int], seqs: list[int]) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """Lay the chunks out step-major: chunk 0 of every sequence, then chunk 1 of those still running, ...
 
     seqs must be sorted longest first, so the sequences running at step j are seqs[:n_running[j]].
-    Returns token_idx: [NT, BT] (clamped into range), valid: [NT, BT] bool, n_running: one count per step.
+    Returns token_idx: [NT, BT] (positions past a sequence's end point at token 0), valid: [NT, BT] bool,
+    n_running: one count per step.
     """
     n_chunks = [-(-(cu_seqlens[n + 1] - cu_seqlens[n]) // BT) for n in seqs]
     n_running = [sum(c > j for c in n_chunks) for j in range(max(n_chunks, default=0))]
@@ -31,6 +33,64 @@ def _chunk_token_indices(cu_seqlens: list[int], seqs: list[int]) -> tuple[torch.
     token_idx = torch.tensor(starts, dtype=torch.long)[:, None] + torch.arange(BT)  # [NT, BT]
     valid = token_idx < torch.tensor(ends, dtype=torch.long)[:, None]
     return token_idx.where(valid, 0), valid, n_running
+
+
+def _step_groups(n_running: list[int]) -> list[list[int]]:
+    """Split the steps into consecutive groups of about GROUP_CHUNKS chunks (a step is never split)."""
+    groups = [[]]
+    for n_j in n_running:
+        if groups[-1] and sum(groups[-1]) + n_j > GROUP_CHUNKS:
+            groups.append([])
+        groups[-1].append(n_j)
+    return groups if groups[0] else []
+
+
+def _chunk_group_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, beta: torch.Tensor,
+                     state: torch.Tensor, o: torch.Tensor, token_idx: torch.Tensor, valid: torch.Tensor,
+                     n_running: list[int]) -> None:
+    """One group of steps. q, k: [T, H, K] fp32 (normed, scaled), v: [T, HV, V], g, beta: [T, HV],
+    state: [N', H, G, K, V] fp32 (updated in place), o: [T, HV, V] (written at the group's tokens)."""
+    NT = token_idx.shape[0]
+    T, H, K = q.shape
+    HV, V = v.shape[1:]
+    G = HV // H
+
+    def to_chunks(x: torch.Tensor) -> torch.Tensor:  # [T, X, ...] -> [NT, X, BT, ...], zeros past each end
+        X = x.shape[1]
+        x = x.reshape(T * X, *x.shape[2:])[token_idx[:, None, :] * X + torch.arange(X)[:, None]]
+        return x.where(valid.view(NT, 1, BT, *[1] * (x.dim() - 3)), 0)
+
+    q = to_chunks(q).unsqueeze(2)  # [NT, H, 1, BT, K]
+    k = to_chunks(k).unsqueeze(2)  # [NT, H, 1, BT, K]
+    v = to_chunks(v).float().view(NT, H, G, BT, V)
+    g = to_chunks(g).float().view(NT, H, G, BT).cumsum(-1)
+    beta = to_chunks(beta).float().view(NT, H, G, BT)
+
+    causal = torch.ones(BT, BT, dtype=torch.bool).tril()
+    decay = (g[..., :, None] - g[..., None, :]).masked_fill(~causal, float("-inf")).exp()  # [NT, H, G, BT, BT]
+    A = ((k @ k.mT) * decay * beta[..., None]).tril(-1)  # [NT, H, G, BT, BT]
+    # (I + A)^-1 diag(beta): unit lower triangular solve, A's diagonal is not read
+    T_beta = torch.linalg.solve_triangular(A, torch.eye(BT), upper=False, unitriangular=True) * beta[..., None, :]
+    u = T_beta @ v  # [NT, H, G, BT, V]
+    w = (T_beta * g.exp()[..., None, :]) @ k  # [NT, H, G, BT, K]
+    qk = (q @ k.mT) * decay  # [NT, H, G, BT, BT]
+    qg = q * g.exp()[..., None]  # [NT, H, G, BT, K]
+    kg = k * (g[..., -1:] - g).exp()[..., None]  # [NT, H, G, BT, K]
+    g_last = g[..., -1, None, None].exp()  # [NT, H, G, 1, 1]
+
+    o_chunks = torch.empty(NT, H, G, BT, V)
+    c0 = 0
+    for n_j in n_running:
+        c = slice(c0, c0 + n_j)
+        s = state[:n_j]  # [n_j, H, G, K, V], the running sequences' states (a view)
+        v_new = u[c] - w[c] @ s  # [n_j, H, G, BT, V]
+        o_chunks[c] = qg[c] @ s + qk[c] @ v_new
+        s.mul_(g_last[c]).add_(kg[c].mT @ v_new)
+        c0 += n_j
+
+    o_idx = token_idx[:, None, :] * HV + torch.arange(HV)[:, None]  # [NT, HV, BT]
+    o_valid = valid[:, None, :].expand(NT, HV, BT)
+    o.view(T * HV, V)[o_idx[o_valid]] = o_chunks.view(NT, HV, BT, V)[o_valid].to(o.dtype)
 
 
 def chunk_gated_delta_rule_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor,
@@ -60,45 +120,16 @@ def chunk_gated_delta_rule_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     state = ssm_states[slot_idx].float()  # [N', HV, K, V]
     state = torch.where(init_mask[:, None, None, None], state, 0).view(len(seqs), H, G, K, V)
 
+    q, k = q.float(), k.float()
+    if use_qk_l2norm:
+        q, k = l2norm(q), l2norm(k)
+    q = q * scale
     token_idx, valid, n_running = _chunk_token_indices(cu, seqs)
-    if n_running:
-        NT = token_idx.shape[0]
-        q, k = q.float(), k.float()
-        if use_qk_l2norm:
-            q, k = l2norm(q), l2norm(k)
-        q = q * scale
-
-        def to_chunks(x: torch.Tensor) -> torch.Tensor:  # [T, ...] -> [NT, BT, ...], zeros past each sequence
-            x = x[token_idx]
-            return x.where(valid.view(NT, BT, *[1] * (x.dim() - 2)), 0)
-
-        q = to_chunks(q).permute(0, 2, 1, 3).unsqueeze(2)  # [NT, H, 1, BT, K]
-        k = to_chunks(k).permute(0, 2, 1, 3).unsqueeze(2)  # [NT, H, 1, BT, K]
-        v = to_chunks(v.float()).view(NT, BT, H, G, V).permute(0, 2, 3, 1, 4)  # [NT, H, G, BT, V]
-        g = to_chunks(g.float()).view(NT, BT, H, G).permute(0, 2, 3, 1).cumsum(-1)  # [NT, H, G, BT]
-        beta = to_chunks(beta.float()).view(NT, BT, H, G).permute(0, 2, 3, 1)  # [NT, H, G, BT]
-
-        causal = torch.ones(BT, BT, dtype=torch.bool).tril()
-        decay = (g[..., :, None] - g[..., None, :]).masked_fill(~causal, float("-inf")).exp()  # [NT, H, G, BT, BT]
-        A = ((k @ k.mT) * decay * beta[..., None]).tril(-1)  # [NT, H, G, BT, BT]
-        rhs = torch.cat([v * beta[..., None], k * (beta * g.exp())[..., None]], -1)  # [NT, H, G, BT, V + K]
-        u, w = torch.linalg.solve_triangular(A, rhs, upper=False, unitriangular=True).split([V, K], -1)
-        qk = (q @ k.mT) * decay  # [NT, H, G, BT, BT]
-        qg = q * g.exp()[..., None]  # [NT, H, G, BT, K]
-        kg = k * (g[..., -1:] - g).exp()[..., None]  # [NT, H, G, BT, K]
-        g_last = g[..., -1, None, None].exp()  # [NT, H, G, 1, 1]
-
-        o_chunks = torch.empty(NT, H, G, BT, V)
-        c0 = 0
-        for n_j in n_running:
-            c = slice(c0, c0 + n_j)
-            s = state[:n_j]  # [n_j, H, G, K, V], the running sequences' states (a view)
-            v_new = u[c] - w[c] @ s  # [n_j, H, G, BT, V]
-            o_chunks[c] = qg[c] @ s + qk[c] @ v_new
-            s.mul_(g_last[c]).add_(kg[c].mT @ v_new)
-            c0 += n_j
-        o_chunks = o_chunks.permute(0, 3, 1, 2, 4).reshape(NT, BT, HV, V)
-        o[token_idx[valid]] = o_chunks[valid].to(o.dtype)
+    c0 = 0
+    for steps in _step_groups(n_running):
+        c = slice(c0, c0 + sum(steps))
+        _chunk_group_fwd(q, k, v, g, beta, state, o, token_idx[c], valid[c], steps)
+        c0 = c.stop
 
     ssm_states[slot_idx] = state.view(len(seqs), HV, K, V).to(ssm_states.dtype)
     return o

@@ -57,6 +57,7 @@ FWD_CASES = [
     ([63, 64, 65], 24, 4, 3, torch.float32, torch.float32, True, True, True),
     ([500, 2, 1], 40, 4, 5, torch.float32, torch.float32, False, False, True),
     ([70, 3], 16, 2, 1, torch.float32, torch.float32, True, False, False),
+    ([65, 0, 3], 16, 4, 3, torch.float32, torch.float32, True, True, False),
     ([200, 65], 32, 4, 3, torch.bfloat16, torch.bfloat16, True, True, True),
     ([200, 65], 32, 4, 3, torch.bfloat16, torch.float32, False, True, False),
     ([100, 7], 32, 4, 4, torch.float32, torch.bfloat16, True, True, True),
@@ -76,6 +77,7 @@ def test_causal_conv1d_fwd(seqlens, D, W, L, dtype, state_dtype, bias, silu, str
     cu_seqlens = make_cu_seqlens(seqlens)
     cache_indices = torch.tensor(SLOTS[:N], dtype=torch.int32)
     has_initial_state = torch.tensor(HAS_INITIAL_STATE[:N])
+    states0[cache_indices[~has_initial_state].long()] = float("nan")  # must not be read
 
     ref_states = states0.clone()
     ref = naive_causal_conv1d_fwd(x.float(), weight.float(), None if b is None else b.float(), ref_states,

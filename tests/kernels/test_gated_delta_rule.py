@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from qwen3next_kernels.gated_delta_rule import chunk as chunk_module
 from qwen3next_kernels.gated_delta_rule import (chunk_gated_delta_rule, fused_recurrent_gated_delta_rule,
                                                 naive_fused_recurrent_gated_delta_rule,
                                                 naive_recurrent_gated_delta_rule)
@@ -71,6 +72,7 @@ CHUNK_CASES = [
     ([65, 1, 130], 2, 4, 32, 16, torch.float32, torch.float32, True),
     ([500, 37], 2, 4, 32, 32, torch.float32, torch.float32, True),
     ([129, 64, 3], 2, 4, 16, 32, torch.float32, torch.float32, False),
+    ([65, 0, 3], 2, 4, 16, 16, torch.float32, torch.float32, True),
     ([200, 65], 2, 4, 32, 32, torch.bfloat16, torch.float32, True),
     ([200, 65], 2, 4, 32, 32, torch.float32, torch.bfloat16, True),
     ([500, 1, 64], 2, 4, 32, 32, torch.bfloat16, torch.bfloat16, True),
@@ -93,6 +95,7 @@ def test_chunk_gated_delta_rule(seqlens, H, HV, K, V, dtype, state_dtype, use_qk
     cu_seqlens = make_cu_seqlens(seqlens)
     state_indices = torch.tensor(SLOTS[:N], dtype=torch.int32)
     has_initial_state = torch.tensor(HAS_INITIAL_STATE[:N])
+    states0[state_indices[~has_initial_state].long()] = float("nan")  # must not be read
     scale = K ** -0.5
 
     ref_states = states0.clone()
@@ -144,6 +147,23 @@ def test_chunk_gated_delta_rule_varlen_matches_single_calls():
                                      torch.tensor([HAS_INITIAL_STATE[n]]), True)
         assert rel_rms(o[bos:eos], o_n) < 1e-6
     assert rel_rms(states, ref_states) < 1e-6
+
+
+@pytest.mark.parametrize("group_chunks", [1, 3])
+def test_chunk_gated_delta_rule_chunk_groups(group_chunks, monkeypatch):
+    """Long prefills run in groups of chunks; small groups (down to one step per group) change nothing."""
+    seqlens, H, HV, K, V = [300, 1, 130, 65, 64], 2, 4, 16, 16
+    q, k, v, g, beta = make_inputs(sum(seqlens), H, HV, K, V, torch.float32)
+    states0 = make_states(HV, K, V, torch.float32)
+    args = (make_cu_seqlens(seqlens), torch.tensor(SLOTS[:5], dtype=torch.int32),
+            torch.tensor(HAS_INITIAL_STATE[:5]), True)
+
+    ref_states = states0.clone()
+    ref = chunk_gated_delta_rule(q, k, v, g, beta, 0.25, ref_states, *args)
+    monkeypatch.setattr(chunk_module, "GROUP_CHUNKS", group_chunks)
+    states = states0.clone()
+    o = chunk_gated_delta_rule(q, k, v, g, beta, 0.25, states, *args)
+    assert rel_rms(o, ref) < 1e-6 and rel_rms(states, ref_states) < 1e-6
 
 
 @pytest.mark.parametrize("state_dtype", [torch.float32, torch.bfloat16])
