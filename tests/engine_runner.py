@@ -3,7 +3,7 @@
 Each engine runs in a fresh subprocess so that plugin selection (``VLLM_PLUGINS``)
 and engine settings cannot leak between configurations. Usage:
 
-    python -m tests.engine_runner SPEC.json OUT.json
+    python tests/engine_runner.py SPEC.json OUT.json
 
 SPEC: {"llm": {LLM kwargs}, "prompts": [[token ids], ...], "max_tokens": 32,
        "env": {...}}. OUT: per prompt the prompt-token log-probs, greedy output ids
@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
 
 
 def describe_model(model) -> dict:
@@ -38,11 +38,11 @@ def _main(spec_path: str, out_path: str) -> None:
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
-    from tests import engine_runner
+    import engine_runner
 
     spec = json.loads(Path(spec_path).read_text())
     t0 = time.perf_counter()
-    llm = LLM(**spec["llm"])
+    llm = LLM(**({"disable_log_stats": False} | spec["llm"]))
     start_s = time.perf_counter() - t0
     prompts = [TokensPrompt(prompt_token_ids=p) for p in spec["prompts"]]
     params = SamplingParams(
@@ -81,8 +81,15 @@ def _main(spec_path: str, out_path: str) -> None:
             r["replay_logprobs"] = [
                 entry[tok].logprob for entry, tok in zip(out.prompt_logprobs[-n:], ids[-n:])
             ]
+    metrics = {
+        m.name: m.value
+        for m in llm.get_metrics()
+        if m.name.startswith("vllm:spec_decode") or m.name.startswith("vllm:prefix_cache")
+        if hasattr(m, "value")
+    }
     summary = {
         "results": results,
+        "metrics": metrics,
         "engine_start_s": start_s,
         "generate_s": gen_s,
         "generated_tokens": sum(len(r["output_ids"]) for r in results),
@@ -102,12 +109,14 @@ def run_engine(spec: dict, workdir: Path, name: str, timeout: float = 900) -> di
     env = dict(os.environ)
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     env["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    # tests/ (not the repository root) on the path: the root holds a folder named
+    # `kernels`, which transformers would mistake for Hugging Face's package.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
     env.update(spec.get("env", {}))
     with open(log_path, "w") as log:
         proc = subprocess.run(
-            [sys.executable, "-m", "tests.engine_runner", str(spec_path), str(out_path)],
-            cwd=REPO,
+            [sys.executable, str(HERE / "engine_runner.py"), str(spec_path), str(out_path)],
+            cwd=workdir,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

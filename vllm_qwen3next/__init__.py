@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 # Architectures we take over from vLLM's built-in registry.
 ARCHITECTURES = {
     "Qwen3NextForCausalLM": "vllm_qwen3next.model:Qwen3NextForCausalLM",
+    "Qwen3NextMTP": "vllm_qwen3next.mtp:Qwen3NextMTP",
 }
 
 logger = logging.getLogger("vllm.vllm_qwen3next")
@@ -24,9 +25,13 @@ def register() -> None:
     if _registered:
         return
     from vllm import ModelRegistry
+    from vllm.model_executor.models.config import MODELS_CONFIG_MAP
+
+    from vllm_qwen3next.engine_config import Qwen3NextEngineConfig
 
     for arch, target in ARCHITECTURES.items():
         ModelRegistry.register_model(arch, target)
+    MODELS_CONFIG_MAP["Qwen3NextForCausalLM"] = Qwen3NextEngineConfig
     _registered = True
     logger.info(
         "vllm_qwen3next %s registered, replacing vLLM's built-in %s",

@@ -18,7 +18,7 @@ from vllm.distributed import get_pp_group
 from vllm.logger import init_logger
 from vllm.model_executor.layers.layernorm import GemmaRMSNorm
 from vllm.model_executor.layers.logits_processor import LogitsProcessor
-from vllm.model_executor.layers.mamba.mamba_utils import MambaCopySpec, get_temporal_copy_spec
+from vllm.model_executor.layers.mamba.mamba_utils import MambaStateCopyFuncCalculator
 from vllm.model_executor.layers.vocab_parallel_embedding import (
     ParallelLMHead,
     VocabParallelEmbedding,
@@ -40,6 +40,7 @@ from vllm_qwen3next.layers.attention import Qwen3NextAttention
 from vllm_qwen3next.layers.gdn import GDN_CORE_OP, Qwen3NextGatedDeltaNet
 from vllm_qwen3next.layers.moe import Qwen3NextSparseMoeBlock
 from vllm_qwen3next.layers.state import gdn_state_dtypes, gdn_state_shapes
+from vllm_qwen3next.rope import rope_parameters_for
 from vllm_qwen3next.weights import checked_weights, target_layout
 
 logger = init_logger(__name__)
@@ -54,18 +55,6 @@ STACKED_PARAMS = {
 }
 
 
-def rope_parameters(config: PretrainedConfig) -> dict:
-    """vLLM's rope dict for the attention layers: theta and partial factor
-    from wherever this transformers version keeps them."""
-    params = dict(getattr(config, "rope_parameters", None) or {})
-    params.setdefault("rope_type", "default")
-    params.setdefault("rope_theta", getattr(config, "rope_theta", 10000.0))
-    params.setdefault(
-        "partial_rotary_factor", getattr(config, "partial_rotary_factor", 1.0)
-    )
-    return params
-
-
 class Qwen3NextDecoderLayer(nn.Module):
     def __init__(self, vllm_config: VllmConfig, config: PretrainedConfig, layer_type: str, prefix: str):
         super().__init__()
@@ -77,7 +66,7 @@ class Qwen3NextDecoderLayer(nn.Module):
         else:
             self.self_attn = Qwen3NextAttention(
                 config,
-                rope_parameters(config),
+                rope_parameters_for(vllm_config),
                 vllm_config.cache_config,
                 prefix=f"{prefix}.self_attn",
             )
@@ -151,14 +140,6 @@ class Qwen3NextModel(nn.Module):
         return hidden_states
 
 
-def _conv_copy_spec(
-    state: torch.Tensor, block_ids: list[int], cur_block_idx: int, num_accepted_tokens: int
-) -> MambaCopySpec:
-    """Conv state [L, D] of a block, from the row of the last accepted token on."""
-    src = state[block_ids[cur_block_idx], num_accepted_tokens - 1 :]
-    return MambaCopySpec(start_addr=src.data_ptr(), num_elements=src.numel())
-
-
 class Qwen3NextForCausalLM(nn.Module, HasInnerState, IsHybrid, SupportsPP):
     packed_modules_mapping = {
         "qkv_proj": ["q_proj", "k_proj", "v_proj"],
@@ -170,10 +151,6 @@ class Qwen3NextForCausalLM(nn.Module, HasInnerState, IsHybrid, SupportsPP):
         super().__init__()
         config = vllm_config.model_config.hf_text_config
         validate_config(config, vllm_config.parallel_config.tensor_parallel_size)
-        if vllm_config.speculative_config is not None:
-            raise NotImplementedError(
-                "vllm_qwen3next: speculative decoding is not supported yet"
-            )
         self.config = config
         self.vllm_config = vllm_config
         _split_gdn_core_out_of_graphs(vllm_config)
@@ -210,6 +187,7 @@ class Qwen3NextForCausalLM(nn.Module, HasInnerState, IsHybrid, SupportsPP):
             vllm_config.model_config.hf_text_config,
             vllm_config.parallel_config.tensor_parallel_size,
         )
+        rope_parameters_for(vllm_config)
         return gdn_state_shapes(vllm_config)
 
     @classmethod
@@ -218,7 +196,9 @@ class Qwen3NextForCausalLM(nn.Module, HasInnerState, IsHybrid, SupportsPP):
 
     @classmethod
     def get_mamba_state_copy_func(cls):
-        return _conv_copy_spec, get_temporal_copy_spec
+        # vLLM's state-copy kernels accept only its own copy functions; they fit
+        # our (state_len, dim) conv layout (see layers/state.py).
+        return MambaStateCopyFuncCalculator.gated_delta_net_state_copy_func()
 
     # --- weights ------------------------------------------------------------
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:

@@ -6,6 +6,8 @@ D = conv channels, W = conv width, L = conv state length (>= W - 1).
 import torch
 import torch.nn.functional as F
 
+BLOCK_T = 64  # tokens per block: keeps the fp32 scratch in cache
+
 
 def _check_conv_args(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, conv_states: torch.Tensor,
                      cache_indices: torch.Tensor) -> None:
@@ -19,15 +21,15 @@ def _check_conv_args(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
 
 def _depthwise_conv(xx: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                     activation_silu: bool) -> torch.Tensor:
-    """xx: [W - 1 + Ls, D] fp32 (window history then the new rows), weight: [W, D] fp32 -> [Ls, D] fp32."""
+    """xx: [W - 1 + n, D] fp32 (window history then n new rows), weight: [W, D] fp32 -> [n, D] fp32."""
     W = weight.shape[0]
-    Ls = xx.shape[0] - (W - 1)
+    n = xx.shape[0] - (W - 1)
     y = xx[W - 1:] * weight[W - 1]
     for w in range(W - 1):
-        y.addcmul_(xx[w:w + Ls], weight[w])
+        y.addcmul_(xx[w:w + n], weight[w])
     if bias is not None:
         y += bias
-    return F.silu(y) if activation_silu else y
+    return F.silu(y, inplace=True) if activation_silu else y
 
 
 def causal_conv1d_fwd_cpu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -51,9 +53,13 @@ def causal_conv1d_fwd_cpu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
             out[bos:eos] = 0
             continue
         state = conv_states[slot].float() if init else torch.zeros(L, D)  # [L, D]
-        xx = torch.cat([state, x[bos:eos].float()])  # [L + Ls, D]
-        out[bos:eos] = _depthwise_conv(xx[L - (W - 1):], weight, bias, activation_silu)
-        conv_states[slot] = xx[-L:]
+        history = state[L - (W - 1):]  # [W - 1, D]
+        for t0 in range(bos, eos, BLOCK_T):
+            t1 = min(t0 + BLOCK_T, eos)
+            xx = torch.cat([history, x[t0:t1].float()])  # [W - 1 + n, D]
+            out[t0:t1] = _depthwise_conv(xx, weight, bias, activation_silu)
+            history = xx[xx.shape[0] - (W - 1):]
+        conv_states[slot] = torch.cat([state, x[max(bos, eos - L):eos].float()])[-L:]
     return out
 
 
@@ -69,11 +75,11 @@ def causal_conv1d_update_cpu(x: torch.Tensor, weight: torch.Tensor, bias: torch.
     out = torch.zeros(B, D, dtype=x.dtype)
     rows = (cache_indices >= 0).nonzero().squeeze(1)  # padded entries (slot -1) are skipped
     slots = cache_indices[rows].long()
-    state = conv_states[slots].float()  # [B', L, D]
+    state = conv_states.index_select(0, slots).float()  # [B', L, D]
     xx = torch.cat([state, x[rows, None].float()], 1)  # [B', L + 1, D]
     y = (xx[:, L - (W - 1):] * weight.float().T).sum(1)  # [B', D]
     if bias is not None:
         y += bias.float()
     out[rows] = (F.silu(y) if activation_silu else y).to(x.dtype)
-    conv_states[slots] = xx[:, 1:].to(conv_states.dtype)
+    conv_states.index_copy_(0, slots, xx[:, 1:].to(conv_states.dtype))
     return out

@@ -16,7 +16,7 @@ import torch
 from .utils import l2norm
 
 BT = 64
-GROUP_CHUNKS = 32  # chunks per group: bounds the scratch memory of long prefills
+GROUP_CHUNKS = 8  # chunks per group: bounds the scratch memory of long prefills, keeps it in cache
 
 
 def _chunk_token_indices(cu_seqlens: list[int], seqs: list[int]) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
@@ -69,10 +69,10 @@ def _chunk_group_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch
     causal = torch.ones(BT, BT, dtype=torch.bool).tril()
     decay = (g[..., :, None] - g[..., None, :]).masked_fill(~causal, float("-inf")).exp()  # [NT, H, G, BT, BT]
     A = ((k @ k.mT) * decay * beta[..., None]).tril(-1)  # [NT, H, G, BT, BT]
-    # (I + A)^-1 diag(beta): unit lower triangular solve, A's diagonal is not read
-    T_beta = torch.linalg.solve_triangular(A, torch.eye(BT), upper=False, unitriangular=True) * beta[..., None, :]
-    u = T_beta @ v  # [NT, H, G, BT, V]
-    w = (T_beta * g.exp()[..., None, :]) @ k  # [NT, H, G, BT, K]
+    # A_inv = (I + A)^-1 diag(beta): a unit lower triangular solve, A's diagonal is not read
+    A_inv = torch.linalg.solve_triangular(A, torch.eye(BT), upper=False, unitriangular=True) * beta[..., None, :]
+    u = A_inv @ v  # [NT, H, G, BT, V]
+    w = (A_inv * g.exp()[..., None, :]) @ k  # [NT, H, G, BT, K]
     qk = (q @ k.mT) * decay  # [NT, H, G, BT, BT]
     qg = q * g.exp()[..., None]  # [NT, H, G, BT, K]
     kg = k * (g[..., -1:] - g).exp()[..., None]  # [NT, H, G, BT, K]
@@ -117,13 +117,14 @@ def chunk_gated_delta_rule_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
         return o
     slot_idx = torch.tensor([slots[n] for n in seqs], dtype=torch.long)
     init_mask = torch.tensor([init[n] for n in seqs])
-    state = ssm_states[slot_idx].float()  # [N', HV, K, V]
+    state = ssm_states.index_select(0, slot_idx).float()  # [N', HV, K, V]
     state = torch.where(init_mask[:, None, None, None], state, 0).view(len(seqs), H, G, K, V)
 
     q, k = q.float(), k.float()
     if use_qk_l2norm:
         q, k = l2norm(q), l2norm(k)
-    q = q * scale
+    q, k = (q * scale).contiguous(), k.contiguous()
+    v, g, beta = v.contiguous(), g.contiguous(), beta.contiguous()  # gathered once per group of chunks
     token_idx, valid, n_running = _chunk_token_indices(cu, seqs)
     c0 = 0
     for steps in _step_groups(n_running):
@@ -131,5 +132,5 @@ def chunk_gated_delta_rule_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
         _chunk_group_fwd(q, k, v, g, beta, state, o, token_idx[c], valid[c], steps)
         c0 = c.stop
 
-    ssm_states[slot_idx] = state.view(len(seqs), HV, K, V).to(ssm_states.dtype)
+    ssm_states.index_copy_(0, slot_idx, state.view(len(seqs), HV, K, V).to(ssm_states.dtype))
     return o

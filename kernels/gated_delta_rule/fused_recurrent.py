@@ -1,7 +1,10 @@
 """One decode step of the gated delta rule on CPU, vectorised over sequences and heads, fp32.
 
 B = sequences of a decode batch, S = state slots, H = key heads, HV = value heads, G = HV // H,
-K = key head dim, V = value head dim.
+K = key head dim, V = value head dim; B' = sequences with a slot, BH = B' * HV.
+
+From the old state S (per sequence and value head): S^T k and S^T q in one read of S, then
+    v_new = beta (v - exp(g) S^T k),   o = exp(g) S^T q + (q . k) v_new,   S <- exp(g) S + k v_new^T (in place).
 """
 import torch
 
@@ -22,19 +25,19 @@ def fused_recurrent_gated_delta_rule_cpu(q: torch.Tensor, k: torch.Tensor, v: to
     o = torch.zeros(B, HV, V, dtype=v.dtype)
     rows = (state_indices >= 0).nonzero().squeeze(1)  # padded entries (slot -1) are skipped
     slots = state_indices[rows].long()
-    Bv = rows.shape[0]
+    BH = rows.shape[0] * HV
     q, k = q[rows].float(), k[rows].float()
     if use_qk_l2norm:
         q, k = l2norm(q), l2norm(k)
-    q = (q * scale).view(Bv, H, 1, 1, K)
-    k = k.view(Bv, H, 1, K, 1)
-    v = v[rows].float().view(Bv, H, G, 1, V)
-    g = g[rows].float().view(Bv, H, G, 1, 1)
-    beta = beta[rows].float().view(Bv, H, G, 1, 1)
+    q = q * scale
+    qk = torch.stack([q, k], 2).repeat_interleave(G, 1).view(BH, 2, K)  # value head j reads key head j // G
+    decay = g[rows].float().exp().view(BH, 1, 1)
+    beta = beta[rows].float().view(BH, 1, 1)
 
-    state = ssm_states[slots].float().view(Bv, H, G, K, V) * g.exp()
-    v_new = beta * (v - k.mT @ state)  # [Bv, H, G, 1, V]
-    state += k * v_new
-    o[rows] = (q @ state).view(Bv, HV, V).to(o.dtype)
-    ssm_states[slots] = state.view(Bv, HV, K, V).to(ssm_states.dtype)
+    state = ssm_states.index_select(0, slots).float().view(BH, K, V)
+    Sq, Sk = (decay * torch.bmm(qk, state)).unbind(1)  # [BH, V] each
+    v_new = beta * (v[rows].float().view(BH, 1, V) - Sk[:, None])  # [BH, 1, V]
+    o[rows] = (Sq[:, None] + (qk[:, 0] * qk[:, 1]).sum(-1)[:, None, None] * v_new).view(-1, HV, V).to(o.dtype)
+    state.mul_(decay).baddbmm_(qk[:, 1, :, None], v_new)
+    ssm_states.index_copy_(0, slots, state.view(-1, HV, K, V).to(ssm_states.dtype))
     return o

@@ -208,6 +208,23 @@ def test_causal_conv1d_update(slots, D, W, L, dtype, state_dtype, bias, silu):
     assert_untouched(states, states0, [s for s in slots if s >= 0])
 
 
+def test_causal_conv1d_conv_states_as_transposed_view():
+    """conv_states may be a view of a [S, D, L] cache (channels outer), as a hybrid KV cache lays it out."""
+    seqlens, D, W, L = [65, 3], 24, 4, 3
+    x, weight, b, states0 = make_inputs(sum(seqlens), D, W, L, torch.float32, torch.float32, True, False)
+    cu = make_cu_seqlens(seqlens)
+    cache_indices = torch.tensor([5, 2], dtype=torch.int32)
+    has_initial_state = torch.tensor([True, False])
+
+    ref_states = states0.clone()
+    ref = causal_conv1d_fwd(x, weight, b, ref_states, cu, cache_indices, has_initial_state, True)
+    ref_update = causal_conv1d_update(x[:2], weight, b, ref_states, cache_indices, True)
+    states = states0.transpose(1, 2).contiguous().transpose(1, 2)  # [S, L, D] view of [S, D, L] storage
+    out = causal_conv1d_fwd(x, weight, b, states, cu, cache_indices, has_initial_state, True)
+    out_update = causal_conv1d_update(x[:2], weight, b, states, cache_indices, True)
+    assert torch.equal(out, ref) and torch.equal(out_update, ref_update) and torch.equal(states, ref_states)
+
+
 def test_opcheck_causal_conv1d_fwd():
     x, weight, b, states = make_inputs(70, 16, 4, 3, torch.float32, torch.float32, True, True)
     torch.library.opcheck(torch.ops.qwen3next.causal_conv1d_fwd.default,

@@ -4,19 +4,20 @@ Shapes: T = tokens, Hq / Hkv = query / kv heads on this rank, Dh = head dim.
 ``q_proj`` holds, per query head, the query then an output gate of the same size;
 the attention output is multiplied by ``sigmoid(gate)`` before ``o_proj``.
 q and k get Gemma-style RMSNorms per head, then partial NeoX rope
-(``partial_rotary_factor`` of each head).
+(``partial_rotary_factor`` of each head; settings and tables in ``rope.py``).
 """
 
 import torch
 from torch import nn
 from transformers import PretrainedConfig
 
-from vllm.config import CacheConfig
+from vllm.config import CacheConfig, get_current_vllm_config
 from vllm.distributed import get_tensor_model_parallel_world_size
 from vllm.model_executor.layers.attention import Attention
 from vllm.model_executor.layers.layernorm import GemmaRMSNorm
 from vllm.model_executor.layers.linear import QKVParallelLinear, RowParallelLinear
-from vllm.model_executor.layers.rotary_embedding import get_rope
+
+from vllm_qwen3next.rope import get_rotary_embedding, rotary_table_positions
 
 
 class Qwen3NextAttention(nn.Module):
@@ -50,11 +51,9 @@ class Qwen3NextAttention(nn.Module):
             bias=False,
             prefix=f"{prefix}.o_proj",
         )
-        self.rotary_emb = get_rope(
-            head_size=self.head_dim,
-            max_position=config.max_position_embeddings,
-            rope_parameters=rope_parameters,
-            is_neox_style=True,
+        max_model_len = get_current_vllm_config().model_config.max_model_len
+        self.rotary_emb = get_rotary_embedding(
+            self.head_dim, rope_parameters, rotary_table_positions(config, max_model_len)
         )
         self.attn = Attention(
             self.num_heads,

@@ -181,63 +181,95 @@ class Qwen3NextGatedDeltaNet(nn.Module, MambaBase):
         core_out: torch.Tensor,
     ) -> None:
         """Conv, gating and the delta rule for the tokens of this step, against
-        this layer's state cache. Decode tokens come first in vLLM's batch."""
+        this layer's state cache.
+
+        vLLM orders the batch decodes first, then prefills. With speculative
+        decoding, verification sequences (several tokens each) run against the
+        rolling conv state and one recurrent-state slot per token; the other
+        sequences see only the conv window rows ``[0, W - 1)``.
+        """
         attn_metadata = get_forward_context().attn_metadata
         if attn_metadata is None:  # profiling / dummy run: no cache bound
             core_out.zero_()
             return
         md = attn_metadata[self.prefix]
-        if md.spec_sequence_masks is not None:
-            raise NotImplementedError(
-                "vllm_qwen3next: speculative decoding is not supported by this "
-                "Gated DeltaNet layer yet"
-            )
         conv_state, ssm_state = self.kv_cache
-        weight = self.conv1d.weight
+        conv_window = conv_state[:, : self.conv_kernel_size - 1]  # [S, W-1, D] view
         num_actual = md.num_actual_tokens
-        num_decode_tokens = md.num_decode_tokens
         core_out[num_actual:].zero_()
 
-        if md.num_decodes > 0:
-            slots = md.non_spec_state_indices_tensor[: md.num_decodes]
-            x = ops.causal_conv1d_update(
-                mixed_qkv[:num_decode_tokens], weight, None, conv_state, slots, True
-            )
-            q, k, v = self._split_qkv(x)
-            g, beta = ops.gdn_gating(
-                self.A_log, a[:num_decode_tokens], b[:num_decode_tokens], self.dt_bias
-            )
-            core_out[:num_decode_tokens] = ops.fused_recurrent_gated_delta_rule(
-                q, k, v, g, beta, self.scale, ssm_state, slots, True
-            )
+        if md.spec_sequence_masks is not None:
+            mixed = md.num_prefills > 0 or md.num_decodes > 0
+            spec = md.spec_token_indx if mixed else slice(0, num_actual)
+            out = self._verify(mixed_qkv[spec], b[spec], a[spec], conv_state, ssm_state, md)
+            if not mixed:
+                core_out[:num_actual] = out
+                return
+            core_out.index_copy_(0, md.spec_token_indx, out)
+            rest = md.non_spec_token_indx
+            out = self._prefill(mixed_qkv[rest], b[rest], a[rest], conv_window, ssm_state, md)
+            core_out.index_copy_(0, rest, out)
+            return
 
+        num_decode_tokens = md.num_decode_tokens
+        if md.num_decodes > 0:
+            tokens = slice(0, num_decode_tokens)
+            core_out[tokens] = self._decode(
+                mixed_qkv[tokens], b[tokens], a[tokens], conv_window, ssm_state,
+                md.non_spec_state_indices_tensor[: md.num_decodes],
+            )
         if md.num_prefills > 0:
             tokens = slice(num_decode_tokens, num_actual)
-            x = ops.causal_conv1d_fwd(
-                mixed_qkv[tokens],
-                weight,
-                None,
-                conv_state,
-                md.prefill_query_start_loc,
-                md.prefill_state_indices,
-                md.prefill_has_initial_state,
-                True,
+            core_out[tokens] = self._prefill(
+                mixed_qkv[tokens], b[tokens], a[tokens], conv_window, ssm_state, md
             )
-            q, k, v = self._split_qkv(x)
-            g, beta = ops.gdn_gating(self.A_log, a[tokens], b[tokens], self.dt_bias)
-            core_out[tokens] = ops.chunk_gated_delta_rule(
-                q,
-                k,
-                v,
-                g,
-                beta,
-                self.scale,
-                ssm_state,
-                md.prefill_query_start_loc,
-                md.prefill_state_indices,
-                md.prefill_has_initial_state,
-                True,
-            )
+
+    def _decode(self, mixed_qkv, b, a, conv_state, ssm_state, slots):
+        """One token per sequence."""
+        x = ops.causal_conv1d_update(mixed_qkv, self.conv1d.weight, None, conv_state, slots, True)
+        q, k, v = self._split_qkv(x)
+        g, beta = ops.gdn_gating(self.A_log, a, b, self.dt_bias)
+        return ops.fused_recurrent_gated_delta_rule(
+            q, k, v, g, beta, self.scale, ssm_state, slots, True
+        )
+
+    def _prefill(self, mixed_qkv, b, a, conv_state, ssm_state, md):
+        """Varlen chunks, each continuing its sequence's state when it has one."""
+        x = ops.causal_conv1d_fwd(
+            mixed_qkv,
+            self.conv1d.weight,
+            None,
+            conv_state,
+            md.prefill_query_start_loc,
+            md.prefill_state_indices,
+            md.prefill_has_initial_state,
+            True,
+        )
+        q, k, v = self._split_qkv(x)
+        g, beta = ops.gdn_gating(self.A_log, a, b, self.dt_bias)
+        return ops.chunk_gated_delta_rule(
+            q, k, v, g, beta, self.scale, ssm_state,
+            md.prefill_query_start_loc,
+            md.prefill_state_indices,
+            md.prefill_has_initial_state,
+            True,
+        )
+
+    def _verify(self, mixed_qkv, b, a, conv_state, ssm_state, md):
+        """Speculative verification: 1 + k tokens per sequence, from the last accepted token."""
+        n = md.num_spec_decodes
+        cu_seqlens = md.spec_query_start_loc[: n + 1]
+        slots = md.spec_state_indices_tensor[:n]  # [n, 1 + k]
+        accepted = md.num_accepted_tokens[:n]
+        x = ops.causal_conv1d_verify(
+            mixed_qkv, self.conv1d.weight, None, conv_state, cu_seqlens, slots[:, 0].contiguous(),
+            accepted, True,
+        )
+        q, k, v = self._split_qkv(x)
+        g, beta = ops.gdn_gating(self.A_log, a, b, self.dt_bias)
+        return ops.recurrent_gated_delta_rule_verify(
+            q, k, v, g, beta, self.scale, ssm_state, cu_seqlens, slots, accepted, True
+        )
 
 
 def qwen3next_gdn_core(

@@ -10,10 +10,16 @@ model dtype, which costs accuracy in bf16).
 import torch
 
 from vllm.config import VllmConfig
+from vllm.model_executor.layers.mamba.mamba_utils import is_conv_state_dim_first
 from vllm.utils.torch_utils import STR_DTYPE_TO_TORCH_DTYPE, get_kv_cache_torch_dtype
 
 
 def gdn_state_shapes(vllm_config: VllmConfig) -> tuple[tuple[int, int], tuple[int, int, int]]:
+    if is_conv_state_dim_first():
+        raise ValueError(
+            "vllm_qwen3next keeps the GDN conv state as (state_len, dim); "
+            "unset VLLM_SSM_CONV_STATE_LAYOUT=DS"
+        )
     config = vllm_config.model_config.hf_text_config
     tp = vllm_config.parallel_config.tensor_parallel_size
     spec = vllm_config.speculative_config
