@@ -36,6 +36,14 @@ class Store:
             )
         return self._checkpoints[key]
 
+    def trained_checkpoint(self) -> Path:
+        """A tiny model and MTP layer trained on a predictable corpus (a minute or two)."""
+        if "trained" not in self._checkpoints:
+            from vllm_qwen3next.train_tiny import train_tiny_checkpoint
+
+            self._checkpoints["trained"] = train_tiny_checkpoint(self.root / "trained")
+        return self._checkpoints["trained"]
+
     def engine(self, name: str, spec: dict) -> dict:
         if name not in self._engines:
             self._engines[name] = run_engine(spec, self.root / "engines", name)

@@ -5,9 +5,10 @@ and engine settings cannot leak between configurations. Usage:
 
     python tests/engine_runner.py SPEC.json OUT.json
 
-SPEC: {"llm": {LLM kwargs}, "prompts": [[token ids], ...], "max_tokens": 32,
-       "env": {...}}. OUT: per prompt the prompt-token log-probs, greedy output ids
-and their log-probs, plus the classes that ran and engine timings.
+SPEC: {"llm": {LLM kwargs}, "prompts": [[token ids], ...], "max_tokens": 32, "env": {...},
+       optional "replay_outputs", "sampling", "bad_prompts", "extra_passes" (see _main)}.
+OUT: per prompt the prompt-token log-probs, greedy output ids and their log-probs,
+plus the classes that ran, metrics and engine timings.
 """
 
 import json
@@ -45,19 +46,35 @@ def _main(spec_path: str, out_path: str) -> None:
     llm = LLM(**({"disable_log_stats": False} | spec["llm"]))
     start_s = time.perf_counter() - t0
     prompts = [TokensPrompt(prompt_token_ids=p) for p in spec["prompts"]]
-    params = SamplingParams(
-        temperature=0.0,
-        max_tokens=spec.get("max_tokens", 32),
-        ignore_eos=True,
-        logprobs=0,
-        prompt_logprobs=0,
-    )
+    sampling = spec.get("sampling")
+    if sampling is None:
+        params = SamplingParams(
+            temperature=0.0,
+            max_tokens=spec.get("max_tokens", 32),
+            ignore_eos=True,
+            logprobs=0,
+            prompt_logprobs=0,
+        )
+    else:  # one seed per request, so identical prompts give independent samples
+        params = [
+            SamplingParams(
+                temperature=sampling["temperature"],
+                top_k=sampling.get("top_k", 0),
+                max_tokens=spec.get("max_tokens", 32),
+                ignore_eos=True,
+                seed=i,
+            )
+            for i in range(len(prompts))
+        ]
     t0 = time.perf_counter()
     outputs = llm.generate(prompts, params, use_tqdm=False)
     gen_s = time.perf_counter() - t0
     results = []
     for prompt, out in zip(spec["prompts"], outputs):
         completion = out.outputs[0]
+        if sampling is not None:
+            results.append({"output_ids": list(completion.token_ids)})
+            continue
         prompt_lp = [None] + [
             entry[tok].logprob for entry, tok in zip(out.prompt_logprobs[1:], prompt[1:])
         ]
@@ -81,14 +98,34 @@ def _main(spec_path: str, out_path: str) -> None:
             r["replay_logprobs"] = [
                 entry[tok].logprob for entry, tok in zip(out.prompt_logprobs[-n:], ids[-n:])
             ]
+    # Requests that must be refused with an error while the engine keeps serving.
+    refused = []
+    for bad in spec.get("bad_prompts", []):
+        try:
+            llm.generate([TokensPrompt(prompt_token_ids=bad)], params, use_tqdm=False)
+            refused.append(None)
+        except Exception as err:  # noqa: BLE001  (the message is what the test checks)
+            refused.append(f"{type(err).__name__}: {err}")
+    # Extra greedy passes over subsets of the prompts, one generate() call each,
+    # in order (one by one, a second round for prefix-cache hits, ...).
+    passes = []
+    for indices in spec.get("extra_passes", []):
+        outs = llm.generate(
+            [prompts[i] for i in indices],
+            SamplingParams(temperature=0.0, max_tokens=spec.get("max_tokens", 32), ignore_eos=True),
+            use_tqdm=False,
+        )
+        passes.append([list(o.outputs[0].token_ids) for o in outs])
     metrics = {
         m.name: m.value
         for m in llm.get_metrics()
-        if m.name.startswith("vllm:spec_decode") or m.name.startswith("vllm:prefix_cache")
+        if m.name.startswith(("vllm:spec_decode", "vllm:prefix_cache", "vllm:num_preemptions"))
         if hasattr(m, "value")
     }
     summary = {
         "results": results,
+        "passes": passes,
+        "refused": refused,
         "metrics": metrics,
         "engine_start_s": start_s,
         "generate_s": gen_s,
@@ -123,8 +160,13 @@ def run_engine(spec: dict, workdir: Path, name: str, timeout: float = 900) -> di
             timeout=timeout,
         )
     if proc.returncode != 0:
-        tail = log_path.read_text()[-6000:]
-        raise RuntimeError(f"engine {name} failed (exit {proc.returncode}):\n{tail}")
+        log_text = log_path.read_text()
+        errors = dict.fromkeys(line for line in log_text.splitlines() if "Error" in line)
+        raise RuntimeError(
+            f"engine {name} failed (exit {proc.returncode}); error lines:\n"
+            + "\n".join(errors)
+            + f"\n--- log tail ---\n{log_text[-4000:]}"
+        )
     out = json.loads(out_path.read_text())
     out["log"] = log_path.read_text()
     return out

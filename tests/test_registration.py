@@ -8,7 +8,7 @@ from transformers import AutoConfig
 
 import vllm_qwen3next
 from vllm_qwen3next.config import layer_types, validate_config
-from vllm_qwen3next.weights import CheckpointMismatch, checked_weights, target_layout
+from vllm_qwen3next.weights import CheckpointMismatchError, checked_weights, target_layout
 
 
 def test_entry_point_is_declared():
@@ -71,7 +71,7 @@ def test_checkpoint_check_lists_every_problem(tiny_config):
     tensors["model.layers.1.linear_attn.surprise"] = torch.zeros(3)
     tensors["model.norm.weight"] = torch.zeros(7)
     tensors["mtp.fc.weight"] = torch.zeros(2)  # ignored by the target
-    with pytest.raises(CheckpointMismatch) as err:
+    with pytest.raises(CheckpointMismatchError) as err:
         list(checked_weights(tensors.items(), layout, ignore_prefixes=("mtp.",)))
     text = str(err.value)
     assert "2 missing: model.layers.0.linear_attn.A_log, model.layers.3.mlp.experts.7.down_proj.weight" in text

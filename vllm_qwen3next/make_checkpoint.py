@@ -533,6 +533,29 @@ def save_weights(
     return names
 
 
+def _remove_weights(out_dir: Path) -> None:
+    for stale in list(out_dir.glob("model*.safetensors")) + list(out_dir.glob("model.safetensors.index.json")):
+        stale.unlink()
+
+
+def save_state_dict(
+    tensors: dict[str, torch.Tensor],
+    out_dir: str | Path,
+    *,
+    max_shard_bytes: int = MAX_SHARD_BYTES,
+    verbose: bool = True,
+) -> list[str]:
+    """Writes `tensors` (checkpoint names, in file order, one dtype) to `out_dir` as build_checkpoint
+    writes its random weights, replacing the weight files already there; returns the file names."""
+    out = Path(out_dir)
+    dtypes = {t.dtype for t in tensors.values()}
+    if len(dtypes) != 1:
+        raise ValueError(f"tensors of several dtypes: {sorted(map(str, dtypes))}")
+    specs = {name: (tuple(t.shape), lambda g, t=t: t) for name, t in tensors.items()}  # init ignores its generator
+    _remove_weights(out)
+    return save_weights(specs, out, 0, dtypes.pop(), max_shard_bytes, verbose)
+
+
 def build_checkpoint(
     out_dir: str | Path,
     preset: str = "tiny",
@@ -581,8 +604,7 @@ def build_checkpoint(
     n_params = sum(math.prod(s) for s, _ in specs.values())
     _log(verbose, f"preset {preset}: {len(specs)} tensors, {n_params / 1e6:.1f}M params, {dtype}, "
          f"layers {layer_types(cfg)}")
-    for stale in list(out.glob("model*.safetensors")) + list(out.glob("model.safetensors.index.json")):
-        stale.unlink()
+    _remove_weights(out)
     save_weights(specs, out, seed, dtype, max_shard_bytes, verbose)
     _log(verbose, f"done: {out} in {time.perf_counter() - t_start:.1f}s")
     return out

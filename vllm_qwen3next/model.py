@@ -43,7 +43,7 @@ from vllm_qwen3next.layers.state import gdn_state_dtypes, gdn_state_shapes
 from vllm_qwen3next.rope import rope_parameters_for
 from vllm_qwen3next.weights import checked_weights, target_layout
 
-logger = init_logger(__name__)
+logger = init_logger(f"vllm.{__name__}")
 
 # Checkpoint names -> (fused vLLM parameter, shard id).
 STACKED_PARAMS = {

@@ -26,9 +26,9 @@ from vllm.model_executor.models.utils import AutoWeightsLoader, WeightsMapper, m
 
 from vllm_qwen3next.config import validate_config
 from vllm_qwen3next.model import STACKED_PARAMS, Qwen3NextDecoderLayer
-from vllm_qwen3next.weights import checked_weights, mtp_layout
+from vllm_qwen3next.weights import CheckpointMismatchError, checked_weights, mtp_layout
 
-logger = init_logger(__name__)
+logger = init_logger(f"vllm.{__name__}")
 
 # The draft reads these from the target's part of the checkpoint.
 SHARED_TENSORS = ("model.embed_tokens.weight", "lm_head.weight")
@@ -128,7 +128,25 @@ class Qwen3NextMTP(nn.Module):
         hidden, vocab = self.config.hidden_size, self.config.vocab_size
         shared = SHARED_TENSORS[: 1 if getattr(self.config, "tie_word_embeddings", False) else 2]
         layout |= {name: (vocab, hidden) for name in shared}
-        own = ((name, t) for name, t in weights if name.startswith("mtp.") or name in shared)
-        checked = checked_weights(own, layout, what="Qwen3-Next MTP draft (mtp.* tensors)")
+        found_mtp = False
+
+        def own(weights):
+            nonlocal found_mtp
+            for name, tensor in weights:
+                if name.startswith("mtp."):
+                    found_mtp = True
+                    yield name, tensor
+                elif name in shared:
+                    yield name, tensor
+
+        checked = checked_weights(own(weights), layout, what="Qwen3-Next MTP draft")
         loader = AutoWeightsLoader(self)
-        return loader.load_weights(checked, mapper=self.hf_to_vllm_mapper)
+        try:
+            return loader.load_weights(checked, mapper=self.hf_to_vllm_mapper)
+        except CheckpointMismatchError as err:
+            if found_mtp:
+                raise
+            raise CheckpointMismatchError(
+                "The checkpoint has no mtp.* tensors, so it cannot serve as the "
+                "qwen3_next_mtp draft: serve it without --speculative-config. " + str(err)
+            ) from None

@@ -43,7 +43,8 @@ from vllm.logger import init_logger
 from vllm.model_executor.layers.rotary_embedding.base import RotaryEmbedding
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality
 
-logger = init_logger(__name__)
+# Under "vllm." so that vLLM's log handler prints our INFO lines.
+logger = init_logger(f"vllm.{__name__}")
 
 ROPE_TYPES = ("default", "yarn")
 YARN_REQUIRED = ("factor", "original_max_position_embeddings")
@@ -163,14 +164,15 @@ def resolve_rope_parameters(
     config_dict: dict,
     head_dim: int,
     override: dict | None = None,
-    override_name: str = "rope_scaling",
+    override_source: str = "hf_overrides['rope_scaling']",
 ) -> dict:
-    """The rope settings to serve: config.json's own, an override merged on top, checked."""
+    """The rope settings to serve: config.json's own, an override merged on top, checked.
+    Errors name the field and where it came from (config.json or ``override_source``)."""
     own = checkpoint_rope_parameters(config_dict)
     if override is None:
         source = "config.json " + ("rope_parameters" if config_dict.get("rope_parameters") else "rope_scaling")
     else:
-        source = f"hf_overrides[{override_name!r}]"
+        source = override_source
     params = merge_rope_parameters(own, override, source)
     validate_rope_parameters(params, head_dim, source)
     return params
@@ -215,17 +217,19 @@ def rope_parameters_for(vllm_config) -> dict:
     text = _read_config_json(str(model_config.hf_config_path or model_config.model), model_config.revision)
     if text is not None:
         config_dict = json.loads(text)
-        config_dict = config_dict.get("text_config", config_dict)
     else:
         # Only what vLLM kept: the values survive unless a dict override replaced them.
         config_dict = {"rope_parameters": dict(getattr(hf_config, "rope_parameters", None) or {})}
+    override, source = None, ""
     if isinstance(overrides, dict):
         config_dict |= {k: v for k, v in overrides.items() if k in OWN_KEYS}
-        override_name = next((k for k in reversed(overrides) if k in OVERRIDE_KEYS), None)
-        override = overrides.get(override_name) if override_name else None
+        # vLLM sets dict overrides in order; the last rope key wins.
+        name = next((k for k in reversed(overrides) if k in OVERRIDE_KEYS), None)
+        if name is not None:
+            override, source = overrides[name], f"hf_overrides[{name!r}]"
     else:  # a callable override: take whatever it left in hf_config
-        override_name, override = "callable", dict(getattr(hf_config, "rope_parameters", None) or {})
-    params = resolve_rope_parameters(config_dict, hf_config.head_dim, override, override_name or "rope_scaling")
+        override, source = dict(getattr(hf_config, "rope_parameters", None) or {}), "hf_overrides (callable)"
+    params = resolve_rope_parameters(config_dict, hf_config.head_dim, override, source)
 
     if _selector_requested(model_config):
         source = "logits_processors"
@@ -382,9 +386,14 @@ def get_rotary_embedding(
     dtype = dtype or torch.get_default_dtype()
     key = (head_size, json.dumps(rope_parameters, sort_keys=True), max_position, dtype)
     if key not in _ROTARY_EMBEDDINGS:
-        _ROTARY_EMBEDDINGS[key] = Qwen3NextRotaryEmbedding(head_size, rope_parameters, max_position, dtype)
+        module = Qwen3NextRotaryEmbedding(head_size, rope_parameters, max_position, dtype)
+        _ROTARY_EMBEDDINGS[key] = module
         if rope_parameters.get("per_request_factors"):
-            _SELECTOR_STATE.tables = _ROTARY_EMBEDDINGS[key]
+            _SELECTOR_STATE.tables = module
+        logger.info(
+            "vllm_qwen3next: rope %s, %d of %d dims rotated, table of %d positions",
+            json.dumps(rope_parameters, sort_keys=True), module.rotary_dim, head_size, module.max_position_embeddings,
+        )
     return _ROTARY_EMBEDDINGS[key]
 
 
@@ -400,15 +409,13 @@ def rotary_table_positions(config, max_model_len: int) -> int:
 class _SelectorState:
     """Shared, in one worker process, by the selector and the rotary tables.
 
-    ``row_offsets`` [max_num_seqs + 1]: table offset of each batch row (the last
-    entry, for padding tokens, stays 0). Allocated once and written in place, so
-    captured graphs keep reading the same tensor.
+    ``row_offsets`` [max_num_seqs + 1]: table offset of each batch row. Allocated
+    once and written in place, so the forward pass always reads the same tensor.
     """
 
     def __init__(self):
         self.row_offsets: torch.Tensor | None = None
         self.tables: Qwen3NextRotaryEmbedding | None = None
-        self.row_lengths: dict[int, int] = {}
 
     def buffer(self, num_rows: int, device) -> torch.Tensor:
         if self.row_offsets is None:
@@ -430,8 +437,7 @@ class YarnFactorSelector(LogitsProcessor):
     def __init__(self, vllm_config, device: torch.device, is_pin_memory: bool):
         self.max_model_len = vllm_config.model_config.max_model_len
         self.row_offsets = _SELECTOR_STATE.buffer(vllm_config.scheduler_config.max_num_seqs, device)
-        self.row_lengths = _SELECTOR_STATE.row_lengths
-        self.row_lengths.clear()
+        self.row_lengths: dict[int, int] = {}  # batch row -> prompt + max_tokens
 
     def is_argmax_invariant(self) -> bool:
         return True

@@ -91,7 +91,7 @@ def mtp_layout(config: PretrainedConfig) -> dict[str, tuple[int, ...]]:
     return layout
 
 
-class CheckpointMismatch(ValueError):
+class CheckpointMismatchError(ValueError):
     pass
 
 
@@ -102,7 +102,7 @@ def checked_weights(
     what: str = "Qwen3-Next checkpoint",
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """Pass through the tensors that ``layout`` expects; at the end raise
-    :class:`CheckpointMismatch` listing every missing, unexpected or
+    :class:`CheckpointMismatchError` listing every missing, unexpected or
     mis-shaped tensor. Ignored prefixes are dropped silently."""
     seen: set[str] = set()
     unexpected: list[str] = []
@@ -129,4 +129,6 @@ def checked_weights(
         ):
             if names:
                 problems.append(f"{len(names)} {label}: " + ", ".join(names))
-        raise CheckpointMismatch(f"{what} does not match its config.json; " + "; ".join(problems))
+        raise CheckpointMismatchError(
+            f"{what}: the checkpoint does not match its config.json; " + "; ".join(problems)
+        )
