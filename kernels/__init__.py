@@ -29,3 +29,10 @@ __all__ = [
     "gated_rms_norm",
     "gdn_gating",
 ]
+
+try:  # the Triton (CUDA) implementations, registered under the same op names
+    import triton  # noqa: F401
+except ImportError:
+    pass
+else:
+    from . import cuda  # noqa: F401

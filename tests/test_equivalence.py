@@ -8,8 +8,8 @@ import shutil
 import pytest
 from safetensors.torch import load_file, save_file
 
-from tests.conftest import make_prompts
-from tests.reference import hf_reference
+from harness import make_prompts
+from reference import hf_reference
 
 LENS = (1, 63, 64, 65, 300, 700)
 MAX_TOKENS = 24

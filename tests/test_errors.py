@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from tests.conftest import make_prompts
+from harness import make_prompts
 
 
 def _llm(ckpt, **extra) -> dict:

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from tests.conftest import make_prompts
+from harness import make_prompts
 
 MAX_TOKENS = 40
 

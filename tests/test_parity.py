@@ -3,8 +3,8 @@ and against vLLM's built-in Qwen3-Next in bf16."""
 
 import pytest
 
-from tests.conftest import make_prompts
-from tests.reference import hf_reference
+from harness import make_prompts
+from reference import hf_reference
 
 MAX_TOKENS = 32
 

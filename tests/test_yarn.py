@@ -14,8 +14,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tests.conftest import make_prompts
-from tests.reference import hf_reference
+from harness import make_prompts
+from reference import hf_reference
 from vllm_qwen3next.rope import (
     checkpoint_rope_parameters,
     per_request_factors,

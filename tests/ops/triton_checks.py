@@ -6,6 +6,8 @@ T = total tokens, B = decode batch, N = sequences, S = state slots, D = conv cha
 L = conv state length, H = key heads, HV = value heads, K = key head dim, V = value head dim, T1 = tokens per
 sequence in a verification step.
 """
+import os
+
 import torch
 import torch.nn.functional as F
 
@@ -18,13 +20,17 @@ from qwen3next_kernels.gating.naive import naive_gdn_gating
 from qwen3next_kernels.norm.naive import naive_gated_rms_norm
 
 
+# The CPU interpreter truncates fp32 -> bf16 where the GPU rounds to nearest: bf16 allowances triple there.
+LOWP_SLACK = 3 if os.environ.get("TRITON_INTERPRET") == "1" else 1
+
+
 def rel_rms(x: torch.Tensor, ref: torch.Tensor) -> float:
     x, ref = x.detach().float().cpu(), ref.detach().float().cpu()
     return ((x - ref).pow(2).mean().sqrt() / ref.pow(2).mean().sqrt().clamp_min(1e-30)).item()
 
 
 def out_tol(dtype: torch.dtype) -> float:
-    return 2e-5 if dtype == torch.float32 else 1e-2
+    return 2e-5 if dtype == torch.float32 else 1e-2 * LOWP_SLACK
 
 
 def slot_map(N: int, S: int, gen: torch.Generator, pad: bool = True) -> torch.Tensor:
@@ -43,6 +49,23 @@ def assert_states(states: torch.Tensor, ref_states: torch.Tensor, states0: torch
     for s in range(states.shape[0]):
         if s not in used:
             torch.testing.assert_close(states[s], states0[s], rtol=0, atol=0, equal_nan=True)
+
+
+def upcast(x):
+    """fp32 copies of the floating tensors of a dict or list (the rest passes through)."""
+    f = lambda t: t.float().clone() if torch.is_tensor(t) and t.is_floating_point() else t  # noqa: E731
+    return {n: f(t) for n, t in x.items()} if isinstance(x, dict) else [f(t) for t in x]
+
+
+def assert_near_reference(out, ref, fp32_ref, dtype, state_dtype):
+    """fp32 runs match the CPU op closely; low-precision runs may be off by at most twice the CPU op's own error
+    against the fp32 computation on the same (rounded) inputs, whose bf16 roundings fall elsewhere."""
+    if dtype == torch.float32 and state_dtype == torch.float32:
+        assert rel_rms(out, ref) < out_tol(dtype), rel_rms(out, ref)
+        return
+    ref32 = fp32_ref()
+    err, ref_err = rel_rms(out, ref32), rel_rms(ref, ref32)
+    assert err <= 2 * LOWP_SLACK * ref_err + 1e-4, (err, ref_err)
 
 
 def check_conv_fwd(op, device, lens, D, L=3, dtype=torch.float32, state_dtype=torch.float32, bias=True,
@@ -70,7 +93,7 @@ def check_conv_fwd(op, device, lens, D, L=3, dtype=torch.float32, state_dtype=to
     for n in range(N):
         if idx[n] < 0:
             assert (out[cu[n]:cu[n + 1]] == 0).all()
-    assert_states(states, ref_states, states0, idx, 1e-6 if state_dtype == torch.float32 else 4e-3)
+    assert_states(states, ref_states, states0, idx, 1e-6 if state_dtype == torch.float32 else 4e-3 * LOWP_SLACK)
 
 
 def check_conv_update(op, device, B, D, L=3, dtype=torch.float32, state_dtype=torch.float32, bias=True, silu=True,
@@ -90,7 +113,7 @@ def check_conv_update(op, device, B, D, L=3, dtype=torch.float32, state_dtype=to
     assert out.shape == (B, D) and out.dtype == dtype
     assert rel_rms(out, ref) < out_tol(dtype)
     assert (out[idx < 0] == 0).all()
-    assert_states(states, ref_states, states0, idx, 1e-6 if state_dtype == torch.float32 else 4e-3)
+    assert_states(states, ref_states, states0, idx, 1e-6 if state_dtype == torch.float32 else 4e-3 * LOWP_SLACK)
 
 
 def check_gating(op, device, T, HV, dtype, extreme, seed=0):
@@ -173,7 +196,7 @@ def check_chunk(op, device, lens, H, HV, K, V, dtype=torch.float32, state_dtype=
     for n in range(N):
         if idx[n] < 0:
             assert (o[cu[n]:cu[n + 1]] == 0).all()
-    assert_states(states, ref_states, states0, idx, max(tol, 4e-3 if state_dtype != torch.float32 else 0))
+    assert_states(states, ref_states, states0, idx, max(tol, 4e-3 * LOWP_SLACK if state_dtype != torch.float32 else 0))
     return rel_rms(o, ref)
 
 
@@ -193,7 +216,7 @@ def check_recurrent(op, device, B, H, HV, K, V, dtype=torch.float32, state_dtype
     assert o.shape == (B, HV, V) and o.dtype == dtype
     assert rel_rms(o, ref) < out_tol(dtype)
     assert (o[idx < 0] == 0).all()
-    assert_states(states, ref_states, states0, idx, 1e-5 if state_dtype == torch.float32 else 4e-3)
+    assert_states(states, ref_states, states0, idx, 1e-5 if state_dtype == torch.float32 else 4e-3 * LOWP_SLACK)
 
 
 def decode_inputs(B, H, HV, K, V, dtype, state_dtype, gen, L=3, W=4):
@@ -225,11 +248,11 @@ def check_fused_decode(op, device, B, H, HV, K, V, dtype=torch.float32, state_dt
     dev_x.update(mixed_qkv=qkvz[:, :D], z=qkvz[:, D:].view(B, HV, V), b=ba[:, :HV], a=ba[:, HV:])
     out = op(**dev_x)
     assert out.shape == (B, HV, V) and out.dtype == dtype
-    assert rel_rms(out, ref) < out_tol(dtype), rel_rms(out, ref)
+    assert_near_reference(out, ref, lambda: fused_gdn_decode(**upcast(x)), dtype, state_dtype)
     idx = x["state_indices"]
     assert (out[idx < 0] == 0).all()
     assert_states(dev_x["ssm_states"], ref_x["ssm_states"], x["ssm_states"], idx,
-                  1e-5 if state_dtype == torch.float32 else 4e-3)
+                  1e-5 if state_dtype == torch.float32 else 4e-3 * LOWP_SLACK)
     assert_states(dev_x["conv_states"], ref_x["conv_states"], x["conv_states"], idx, 1e-6)
 
 
@@ -252,8 +275,8 @@ def check_verify(op, device, B, T1, H, HV, K, V, dtype=torch.float32, state_dtyp
     states, cache = dev(states0), dev(cache0)
     o = op(dev(q), dev(k), dev(v), dev(g), dev(beta), K ** -0.5, states, cache, dev(idx), dev(nrep), True)
     assert o.shape == (B * T1, HV, V) and o.dtype == dtype
-    # the CPU op rounds a bf16 state after every token, the kernel keeps it in fp32
-    assert rel_rms(o, ref) < (out_tol(dtype) if state_dtype == torch.float32 else 1e-2)
+    assert_near_reference(o, ref, lambda: gated_delta_rule_verify(
+        *upcast([q, k, v, g, beta]), K ** -0.5, *upcast([states0, cache0]), idx, nrep, True), dtype, state_dtype)
     assert (o.view(B, T1, HV, V)[idx < 0] == 0).all()
-    assert_states(states, ref_states, states0, idx, 1e-5 if state_dtype == torch.float32 else 4e-3)
+    assert_states(states, ref_states, states0, idx, 1e-5 if state_dtype == torch.float32 else 4e-3 * LOWP_SLACK)
     assert_states(cache, ref_cache, cache0, idx, 1e-6)

@@ -1,0 +1,97 @@
+"""One recurrent gated delta rule step per sequence (decode) in Triton, the state read and written in place by slot.
+
+B = sequences of the decode batch, S = state slots, H = key heads, HV = value heads (value head j reads key head
+j // (HV // H)), K = key head dim, V = value head dim.
+"""
+import torch
+import triton
+import triton.language as tl
+
+from .ops import fused_recurrent_gated_delta_rule
+
+
+@triton.jit
+def l2norm_vec(b_x, USE_L2NORM: tl.constexpr):
+    """fla's l2norm of an fp32 vector: x * rsqrt(sum(x^2) + 1e-6)."""
+    if USE_L2NORM:
+        b_x = b_x * (1.0 / tl.sqrt(tl.sum(b_x * b_x, 0) + 1e-6))
+    return b_x
+
+
+@triton.jit
+def gdr_step(b_h, b_q, b_k, b_v, b_g, b_beta):
+    """One step on a [K, BV] fp32 state slice: returns (new state, o [BV])."""
+    b_h = b_h * tl.exp(b_g)
+    b_v = b_beta * (b_v - tl.sum(b_h * b_k[:, None], 0))
+    b_h = b_h + b_k[:, None] * b_v[None, :]
+    return b_h, tl.sum(b_h * b_q[:, None], 0)
+
+
+@triton.jit
+def fused_recurrent_gdr_fwd_kernel(
+    q, k, v, g, beta, o, ssm_states, state_indices, scale,
+    stride_q_b, stride_k_b, stride_v_b, stride_g_b, stride_b_b, stride_s_n,
+    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    USE_L2NORM: tl.constexpr,
+):
+    i_bh, i_v = tl.program_id(0), tl.program_id(1)
+    i_b, i_hv = i_bh // HV, i_bh % HV
+    i_h = i_hv // (HV // H)
+    o_k = tl.arange(0, BK)
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_k = o_k < K
+    m_v = o_v < V
+    p_o = o + i_b.to(tl.int64) * (HV * V) + i_hv * V + o_v
+    slot = tl.load(state_indices + i_b).to(tl.int64)
+    if slot < 0:
+        tl.store(p_o, tl.zeros([BV], dtype=o.dtype.element_ty), mask=m_v)
+        return
+    p_h = ssm_states + slot * stride_s_n + i_hv * K * V + o_k[:, None] * V + o_v[None, :]
+    m_h = m_k[:, None] & m_v[None, :]
+    b_h = tl.load(p_h, mask=m_h, other=0).to(tl.float32)
+    b_q = l2norm_vec(tl.load(q + i_b * stride_q_b + i_h * K + o_k, mask=m_k, other=0).to(tl.float32), USE_L2NORM)
+    b_k = l2norm_vec(tl.load(k + i_b * stride_k_b + i_h * K + o_k, mask=m_k, other=0).to(tl.float32), USE_L2NORM)
+    b_v = tl.load(v + i_b * stride_v_b + i_hv * V + o_v, mask=m_v, other=0).to(tl.float32)
+    b_g = tl.load(g + i_b * stride_g_b + i_hv)
+    b_beta = tl.load(beta + i_b * stride_b_b + i_hv)
+    b_h, b_o = gdr_step(b_h, b_q * scale, b_k, b_v, b_g, b_beta)
+    tl.store(p_o, b_o.to(o.dtype.element_ty), mask=m_v)
+    tl.store(p_h, b_h.to(ssm_states.dtype.element_ty), mask=m_h)
+
+
+def value_blocks(n_heads: int, V: int, BV=None, num_warps=None):
+    """(BV, num_warps) of the decode kernels, for n_heads = B * HV state slices of [K, V]. Many slices: whole
+    [K, V] tiles, contiguous in the [S, HV, K, V] cache (rows of 64 B at BV = 32 halve the HBM rate on the H200);
+    few: narrow V blocks, so that enough programs run at once."""
+    if BV is None:
+        BV, nw = (128, 4) if n_heads >= 2048 else ((64, 4) if n_heads >= 256 else (16, 1))
+        num_warps = num_warps or nw
+    return min(BV, triton.next_power_of_2(V)), num_warps or 1
+
+
+def fused_recurrent_gated_delta_rule_triton(q, k, v, g, beta, scale, ssm_states, state_indices, use_qk_l2norm,
+                                            BV=None, num_warps=None):
+    """Triton fused_recurrent_gated_delta_rule; same contract as the CPU op (see ops.py). Returns o: [B, HV, V]."""
+    B, H, K = q.shape
+    HV, V = v.shape[1:]
+    assert k.shape == (B, H, K) and v.shape[0] == B and HV % H == 0
+    assert g.shape == (B, HV) and beta.shape == (B, HV) and g.dtype == beta.dtype == torch.float32
+    assert q.stride()[1:] == (K, 1) and k.stride()[1:] == (K, 1) and v.stride()[1:] == (V, 1)
+    assert g.stride(1) == 1 and beta.stride(1) == 1
+    assert ssm_states.dim() == 4 and ssm_states.shape[1:] == (HV, K, V)
+    assert ssm_states.stride()[1:] == (K * V, V, 1), "each state slot must be a contiguous [HV, K, V]"
+    assert state_indices.dtype == torch.int32 and state_indices.shape == (B,) and state_indices.is_contiguous()
+    o = torch.empty(B, HV, V, dtype=v.dtype, device=v.device)
+    if B == 0:
+        return o
+    BK = triton.next_power_of_2(K)
+    BV, num_warps = value_blocks(B * HV, V, BV, num_warps)
+    fused_recurrent_gdr_fwd_kernel[(B * HV, triton.cdiv(V, BV))](
+        q, k, v, g, beta, o, ssm_states, state_indices, scale,
+        q.stride(0), k.stride(0), v.stride(0), g.stride(0), beta.stride(0), ssm_states.stride(0),
+        H=H, HV=HV, K=K, V=V, BK=BK, BV=BV, USE_L2NORM=use_qk_l2norm, num_warps=num_warps,
+    )
+    return o
+
+
+fused_recurrent_gated_delta_rule.register_kernel("cuda")(fused_recurrent_gated_delta_rule_triton)
