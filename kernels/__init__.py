@@ -35,4 +35,4 @@ try:  # the Triton (CUDA) implementations, registered under the same op names
 except ImportError:
     pass
 else:
-    from . import cuda  # noqa: F401
+    import qwen3next_kernels.cuda  # noqa: F401
