@@ -42,7 +42,11 @@ def fp32_run(request, store):
 
 
 def test_our_classes_ran(fp32_run):
-    _, _, ours, _ = fp32_run
+    preset, _, ours, _ = fp32_run
+    print(
+        f"[{preset}] engine start {ours['engine_start_s']:.1f} s; generate: "
+        f"{ours['prompt_tokens']} prompt + {ours['generated_tokens']} output tokens in {ours['generate_s']:.1f} s"
+    )
     classes = ours["classes"]
     assert classes["model"] == "vllm_qwen3next.model.Qwen3NextForCausalLM"
     assert {c.split(".")[0] for c in classes["layers"]} == {"vllm_qwen3next"}
