@@ -55,7 +55,7 @@ SEQ_LEN = 128
 # Training defaults: about 1.5 minutes on 2 CPU threads.
 DEFAULT_STEPS = 300
 BATCH_SIZE = 8
-LR = 3e-3
+LR = 1e-2
 WARMUP_STEPS = 20
 MTP_STEPS = 2  # draft steps trained (vLLM feeds step 1's output to step 2)
 EVAL_SEQS_PER_KIND = 8
@@ -146,9 +146,12 @@ class MTPHead(nn.Module):
         """embeds: [B, L, H] embeddings of tokens t+1; hidden: [B, L, H] hidden states at t
         (the target's after model.norm, or the previous draft step's). Returns [B, L, H]."""
         x = self.fc(torch.cat([self.pre_fc_norm_embedding(embeds), self.pre_fc_norm_hidden(hidden)], dim=-1))
-        positions = torch.arange(x.shape[1], device=x.device)[None]  # [1, L]
-        # No mask: sdpa runs causal attention.
-        x = self.layers[0](x, position_embeddings=self.rotary_emb(x, positions), position_ids=positions)
+        L = x.shape[1]
+        positions = torch.arange(L, device=x.device)[None]  # [1, L]
+        causal = torch.full((L, L), float("-inf"), device=x.device, dtype=x.dtype).triu(1)[None, None]  # [1, 1, L, L]
+        x = self.layers[0](
+            x, position_embeddings=self.rotary_emb(x, positions), attention_mask=causal, position_ids=positions
+        )
         return self.norm(x)
 
 
@@ -203,7 +206,7 @@ def _read_weights(ckpt: Path) -> dict[str, torch.Tensor]:
 def joint_forward(model, mtp: MTPHead, ids: torch.Tensor, mtp_steps: int = MTP_STEPS):
     """ids: [B, T]. Returns the main logits [B, T, V] and, per draft step k = 1.., logits
     [B, T-k, V] whose position t predicts token t+k+1."""
-    h = model.model(input_ids=ids).last_hidden_state  # [B, T, H], after model.norm
+    h = model.model(input_ids=ids, use_cache=False).last_hidden_state  # [B, T, H], after model.norm
     embeds = model.model.embed_tokens(ids)  # [B, T, H]
     draft, mtp_logits = h, []
     for k in range(1, mtp_steps + 1):
@@ -223,8 +226,8 @@ def _losses_and_accuracies(ids, logits, mtp_logits) -> tuple[list[torch.Tensor],
 
 
 def _fmt(losses, accs) -> str:
-    names = ["main", *(f"mtp{k}" for k in range(1, len(accs)))]
-    return ", ".join(f"{n} loss {l.item():.3f} acc {a:.3f}" for n, l, a in zip(names, losses, accs))
+    names = ["next token", *(f"MTP t+{k + 1}" for k in range(1, len(accs)))]
+    return ", ".join(f"{n}: loss {l.item():.3f} acc {a:.3f}" for n, l, a in zip(names, losses, accs))
 
 
 def train_tiny_checkpoint(
@@ -247,9 +250,10 @@ def train_tiny_checkpoint(
     """Trains the `tiny` preset (with `config_overrides`) and its MTP layer on the corpus and writes
     the checkpoint to `out_dir` (float32); returns its path.
 
-    `device` is where training runs (evaluation and the checks run on the CPU). `history`, if given, receives one dict per step (step, losses, accuracies) and a last one with
-    the held-out figures (key "eval"). `verify` reloads the written checkpoint in transformers and
-    checks its logits and mtp.* tensors against the trained ones.
+    `device` is where training runs (the held-out evaluation and the checks run on the CPU).
+    `history`, if given, receives one dict per step (step, losses, accuracies: next token, then
+    draft steps) and a last one with the held-out figures (key "eval"). `verify` reloads the
+    written checkpoint in transformers and checks its logits and mtp.* tensors against the trained ones.
     """
     from transformers import Qwen3NextForCausalLM
 
@@ -260,12 +264,9 @@ def train_tiny_checkpoint(
         out = build_checkpoint(out_dir, "tiny", seed=seed, dtype="float32", verbose=False, **config_overrides)
         cfg = json.loads((out / "config.json").read_text())
         model = Qwen3NextForCausalLM.from_pretrained(out, dtype=torch.float32)
-        torch.manual_seed(seed)
         mtp = MTPHead(model.config)
         random_mtp = {k.removeprefix("mtp."): t for k, t in _read_weights(out).items() if k.startswith("mtp.")}
-        mtp.load_state_dict(to_transformers(random_mtp), strict=False)
-        missing = {n for n, _ in mtp.named_parameters()} - set(to_transformers(random_mtp))
-        assert not missing, f"MTP head parameters not in the checkpoint: {sorted(missing)}"
+        mtp.load_state_dict(to_transformers(random_mtp))
         _log(verbose, f"tiny model {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M + MTP "
              f"{sum(p.numel() for p in mtp.parameters()) / 1e6:.2f}M params, layers {model.config.layer_types}; "
              f"{steps} steps of {batch_size} x {seq_len} tokens, {threads} threads")
@@ -309,10 +310,12 @@ def train_tiny_checkpoint(
             per_kind = {}
             for i, kind in enumerate(KINDS):
                 rows = slice(i * EVAL_SEQS_PER_KIND, (i + 1) * EVAL_SEQS_PER_KIND)
-                per_kind[kind] = _losses_and_accuracies(eval_ids[rows], logits[rows], [m[rows] for m in mtp_logits])[1]
+                _, per_kind[kind] = _losses_and_accuracies(
+                    eval_ids[rows], logits[rows], [lg[rows] for lg in mtp_logits]
+                )
         _log(verbose, f"trained in {train_s:.1f}s; held-out ({len(eval_ids)} x {seq_len}): {_fmt(losses, accs)}")
         for kind, kind_accs in per_kind.items():
-            _log(verbose, f"  {kind:10s} accuracy " + " ".join(f"{a:.3f}" for a in kind_accs))
+            _log(verbose, f"  {kind:10s} accuracy " + " / ".join(f"{a:.3f}" for a in kind_accs))
         if history is not None:
             history.append(dict(eval=True, train_s=train_s, losses=[l.item() for l in losses], accs=accs,
                                 per_kind=per_kind))
@@ -379,8 +382,8 @@ def check_vllm(
         SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True),
         use_tqdm=False,
     )
-    metrics = {
-        m.name: getattr(m, "value", None) if hasattr(m, "value") else list(m.values)
+    metrics = {  # counters have a value, the per-position counts are a vector
+        m.name: m.value if hasattr(m, "value") else list(m.values)
         for m in llm.get_metrics()
         if m.name.startswith("vllm:spec_decode")
     }
@@ -404,9 +407,10 @@ def main(argv: list[str] | None = None) -> None:
         outputs, m = check_vllm(out, [s[:prompt_len] for s in full], max_tokens=max_tokens)
         pattern = sum(o == s[prompt_len:] for o, s in zip(outputs, full))
         drafted, accepted = m["vllm:spec_decode_num_draft_tokens"], m["vllm:spec_decode_num_accepted_tokens"]
-        print(f"[train_tiny] vLLM qwen3_next_mtp k=2: {accepted:.0f}/{drafted:.0f} draft tokens accepted "
-              f"({accepted / max(drafted, 1):.3f}), per position {m.get('vllm:spec_decode_num_accepted_tokens_per_pos')}; "
-              f"{pattern}/{len(full)} greedy outputs continue their pattern exactly", flush=True)
+        per_pos = m.get("vllm:spec_decode_num_accepted_tokens_per_pos")
+        _log(True, f"vLLM qwen3_next_mtp k=2: {accepted:.0f}/{drafted:.0f} draft tokens accepted "
+             f"({accepted / max(drafted, 1):.3f}), accepted per position {per_pos}; "
+             f"{pattern}/{len(full)} greedy outputs continue their pattern exactly")
 
 
 if __name__ == "__main__":
