@@ -1,6 +1,7 @@
 """Helpers shared by the end-to-end tests: prompts, and a session cache of
 checkpoints and engine runs (one engine per configuration)."""
 
+import os
 import random
 from pathlib import Path
 
@@ -38,7 +39,10 @@ class Store:
         return self._checkpoints[key]
 
     def trained_checkpoint(self) -> Path:
-        """A tiny model and MTP layer trained on a predictable corpus (a minute or two)."""
+        """A tiny model and MTP layer trained on a predictable corpus (a minute or two on
+        idle cores; QWEN3NEXT_TRAINED_CHECKPOINT names one already built by train_tiny)."""
+        if "trained" not in self._checkpoints and os.environ.get("QWEN3NEXT_TRAINED_CHECKPOINT"):
+            self._checkpoints["trained"] = Path(os.environ["QWEN3NEXT_TRAINED_CHECKPOINT"])
         if "trained" not in self._checkpoints:
             from vllm_qwen3next.train_tiny import train_tiny_checkpoint
 
