@@ -60,9 +60,10 @@ def _main(spec_path: str, out_path: str) -> None:
             SamplingParams(
                 temperature=sampling["temperature"],
                 top_k=sampling.get("top_k", 0),
+                top_p=sampling.get("top_p", 1.0),
                 max_tokens=spec.get("max_tokens", 32),
                 ignore_eos=True,
-                seed=i,
+                seed=i if sampling.get("per_request_seed", True) else None,
             )
             for i in range(len(prompts))
         ]

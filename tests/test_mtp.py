@@ -88,41 +88,48 @@ def test_acceptance_equals_builtin(store, mtp_checkpoint, prompts):
 
 
 def test_sampled_distribution_unchanged(store, mtp_checkpoint):
-    """With sampling (temperature 1, top-k 3) the joint law of the first two tokens
-    with MTP equals the target's exact law, computed from transformers."""
+    """With sampling (temperature 2, so the draft is often rejected) the joint law of
+    the first two tokens with MTP equals the target's exact law, computed from
+    transformers: the 8 x 8 most likely pairs, the rest in one bucket.
+    (top-k is left out: vLLM 0.32's CPU rejection sampler crashes with top-k.)"""
     import torch
     from transformers import AutoModelForCausalLM
 
-    from vllm_qwen3next.train_tiny import corpus_prompts
-
-    prompt = corpus_prompts(1, 12, seed=5)[0]
-    n = 3000
+    temperature, m, n = 2.0, 8, 3000
+    prompt = make_prompts(mtp_checkpoint, lens=(12,), seed=5)[0]
     spec = {
         "llm": _llm(mtp_checkpoint, "float32", 2),
         "prompts": [prompt] * n,
         "max_tokens": 2,
-        "sampling": {"temperature": 1.0, "top_k": 3, "per_request_seed": True},
+        # Unseeded requests: with a seed per request, vLLM 0.32's CPU rejection sampler
+        # skews the law (seen with its built-in MTP too: P(552 | 1164) 0.36 vs 0.03 exact).
+        "sampling": {"temperature": temperature, "per_request_seed": False},
     }
     out = store.engine("mtp-sampling", spec)
-    counts = Counter(tuple(r["output_ids"]) for r in out["results"])
 
     model = AutoModelForCausalLM.from_pretrained(mtp_checkpoint, dtype=torch.float32)
 
-    def top3(ids):
-        logits = model(torch.tensor([ids])).logits[0, -1]
-        vals, idx = logits.topk(3)
-        return dict(zip(idx.tolist(), torch.softmax(vals, -1).tolist()))
+    def law(ids):
+        with torch.no_grad():
+            return torch.softmax(model(torch.tensor([ids])).logits[0, -1] / temperature, -1)
 
     exact = {}
-    with torch.no_grad():
-        for t1, p1 in top3(prompt).items():
-            for t2, p2 in top3(prompt + [t1]).items():
-                exact[(t1, t2)] = p1 * p2
-    assert set(counts) <= set(exact)
+    p1 = law(prompt)
+    for t1 in p1.topk(m).indices.tolist():
+        p2 = law(prompt + [t1])
+        for t2 in p2.topk(m).indices.tolist():
+            exact[(t1, t2)] = (p1[t1] * p2[t2]).item()
+    exact["other"] = 1 - sum(exact.values())
+    counts = Counter(
+        tuple(r["output_ids"]) if tuple(r["output_ids"]) in exact else "other" for r in out["results"]
+    )
     tv = 0.5 * sum(abs(counts[key] / n - p) for key, p in exact.items())
-    # Sampling noise of the empirical law: about sqrt(#outcomes / n) / 2.
-    bound = 2 * math.sqrt(len(exact) / n)
+    # Expected total variation of n samples from the exact law itself (normal
+    # approximation of each count), times 3.
+    bound = 3 * 0.5 * sum(math.sqrt(2 * p * (1 - p) / (math.pi * n)) for p in exact.values())
     print(f"total variation {tv:.4f} (bound {bound:.4f}); acceptance {acceptance(out):.3f}")
+    accepted = out["metrics"]["vllm:spec_decode_num_accepted_tokens"]
+    assert 50 < accepted < out["metrics"]["vllm:spec_decode_num_draft_tokens"] - 50  # both outcomes occur
     assert tv < bound
 
 
