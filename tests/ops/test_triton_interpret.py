@@ -10,7 +10,7 @@ import pytest
 HERE = Path(__file__).parent
 
 
-@pytest.mark.parametrize("family", ["conv", "gating_norm", "gated_delta_rule", "fused"])
+@pytest.mark.parametrize("family", ["conv", "gating_norm", "gated_delta_rule", "fused", "verify"])
 def test_triton_interpreted(family):
     pytest.importorskip("triton")
     env = dict(os.environ, TRITON_INTERPRET="1")

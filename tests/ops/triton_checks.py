@@ -12,10 +12,12 @@ import torch
 import torch.nn.functional as F
 
 from qwen3next_kernels.conv.naive import naive_causal_conv1d_fwd, naive_causal_conv1d_update
+from qwen3next_kernels.conv.verify import naive_causal_conv1d_verify
 from qwen3next_kernels.gated_delta_rule.fused_ops import (fused_gdn_decode, gated_delta_rule_verify,
                                                           spec_cache_width)
 from qwen3next_kernels.gated_delta_rule.naive import (naive_fused_recurrent_gated_delta_rule,
                                                       naive_recurrent_gated_delta_rule)
+from qwen3next_kernels.gated_delta_rule.verify import naive_recurrent_gated_delta_rule_verify
 from qwen3next_kernels.gating.naive import naive_gdn_gating
 from qwen3next_kernels.norm.naive import naive_gated_rms_norm
 
@@ -280,3 +282,114 @@ def check_verify(op, device, B, T1, H, HV, K, V, dtype=torch.float32, state_dtyp
     assert (o.view(B, T1, HV, V)[idx < 0] == 0).all()
     assert_states(states, ref_states, states0, idx, 1e-5 if state_dtype == torch.float32 else 4e-3 * LOWP_SLACK)
     assert_states(cache, ref_cache, cache0, idx, 1e-6)
+
+
+def spec_batch(N: int, T1: int, gen: torch.Generator, accept_past_q: bool = False):
+    """Token counts Q (1..T1) and num_accepted a (>= 1) of N verification sequences: the first two have Q = T1, with
+    a = 1 and a = T1, the last Q = T1; the rest draw Q, and all but the first two a, at random. a <= Q unless
+    accept_past_q (a <= T1 then)."""
+    lens, accepted = [], []
+    for n in range(N):
+        Q = T1 if n < 2 or n == N - 1 else int(torch.randint(1, T1 + 1, (1,), generator=gen))
+        a = (1, T1)[n] if n < 2 else int(torch.randint(1, (T1 if accept_past_q else Q) + 1, (1,), generator=gen))
+        lens.append(Q)
+        accepted.append(a)
+    return lens, torch.tensor(accepted, dtype=torch.int32)
+
+
+def check_conv_verify(op, device, N, k, D, dtype=torch.float32, state_dtype=torch.float32, bias=True, silu=True,
+                      seed=0):
+    """causal_conv1d_verify-like op against naive_causal_conv1d_verify. k speculative tokens: T1 = k + 1 tokens at
+    most per sequence, L = W - 1 + k. Returns (output error, state error)."""
+    gen = torch.Generator().manual_seed(seed)
+    W, T1 = 4, k + 1
+    L = W - 1 + k
+    S = N + 3
+    lens, accepted = spec_batch(N, T1, gen)
+    T = sum(lens)
+    cu = torch.tensor([0] + lens).cumsum(0).to(torch.int32)
+    x_rows = torch.randn(T, D + 16, generator=gen).to(dtype)  # x is a row-strided view, as from a projection
+    weight = torch.randn(D, W, generator=gen).to(dtype)
+    b = torch.randn(D, generator=gen).to(dtype) if bias else None
+    states0 = torch.randn(S, L, D, generator=gen).to(state_dtype)
+    idx = slot_map(N, S, gen)
+    for n in range(N):
+        if idx[n] >= 0:
+            states0[idx[n], :int(accepted[n]) - 1] = float("nan")  # rows before the window: neither read nor kept
+    ref_states = states0.clone()
+    ref = naive_causal_conv1d_verify(x_rows[:, 8:8 + D], weight, b, ref_states, cu, idx, accepted, silu)
+    states = states0.to(device)
+    out = op(x_rows.to(device)[:, 8:8 + D], weight.to(device), None if b is None else b.to(device), states,
+             cu.to(device), idx.to(device), accepted.to(device), silu)
+    assert out.shape == (T, D) and out.dtype == dtype and out.device.type == torch.device(device).type
+    assert out.isfinite().all()
+    err = rel_rms(out, ref)
+    assert err < out_tol(dtype), err
+    for n in range(N):
+        if idx[n] < 0:
+            assert (out[cu[n]:cu[n + 1]] == 0).all()
+    used = [int(s) for s in idx if s >= 0]
+    state_err = rel_rms(states.cpu()[used], ref_states[used])
+    assert_states(states, ref_states, states0, idx, 1e-6 if state_dtype == torch.float32 else 4e-3 * LOWP_SLACK)
+    return err, state_err
+
+
+def check_recurrent_verify(op, device, N, k, H, HV, K, V, dtype=torch.float32, state_dtype=torch.float32,
+                           gates="random", use_qk_l2norm=True, seed=0):
+    """recurrent_gated_delta_rule_verify-like op against naive_recurrent_gated_delta_rule_verify. k speculative
+    tokens: C = T1 = k + 1 slots per sequence, Q <= T1 tokens, a <= C (past Q too: a slot only read). Sequence 1
+    is padding (a row of -1); the last one has a -1 among its written columns (that write is skipped). The slots of
+    a sequence other than the one it reads hold NaN. Returns (output error, state error)."""
+    gen = torch.Generator().manual_seed(seed)
+    T1 = C = k + 1
+    S = N * C + 3
+    lens, accepted = spec_batch(N, T1, gen, accept_past_q=True)
+    T = sum(lens)
+    cu = torch.tensor([0] + lens).cumsum(0).to(torch.int32)
+    q, k_, v, _, _, _, _, g, beta = gdr_inputs(T, H, HV, K, V, dtype, gates, gen)
+    if not use_qk_l2norm:
+        q, k_ = F.normalize(q.float(), dim=-1).to(dtype), F.normalize(k_.float(), dim=-1).to(dtype)
+    states0 = (0.1 * torch.randn(S, HV, K, V, generator=gen)).to(state_dtype)
+    idx = torch.randperm(S, generator=gen)[:N * C].to(torch.int32).view(N, C)
+    if N > 2:
+        idx[1] = -1
+    # the last sequence (Q = T1 >= 2) skips the write of a column past 0 (a -1 there skips the sequence) not read
+    skip = 1 if accepted[N - 1] != 2 else (2 if T1 > 2 else None)
+    if N > 2 and skip is not None:
+        idx[N - 1, skip] = -1
+    written = []
+    for n in range(N):
+        if idx[n, 0] < 0:
+            continue
+        for j in range(C):
+            if j != accepted[n] - 1 and idx[n, j] >= 0:
+                states0[idx[n, j]] = float("nan")  # must not be read
+        written += [int(s) for s in idx[n, :lens[n]] if s >= 0]
+    written = torch.tensor(written, dtype=torch.int32)
+    scale = K ** -0.5
+    # The naive reference writes every column; a -1 among them goes to a scratch slot S here.
+    ref_idx = torch.where((idx < 0) & (idx[:, :1] >= 0), S, idx)
+    ref_states = torch.cat([states0, torch.zeros(1, HV, K, V, dtype=state_dtype)])
+    ref = naive_recurrent_gated_delta_rule_verify(q.float(), k_.float(), v.float(), g, beta, scale, ref_states, cu,
+                                                  ref_idx, accepted, use_qk_l2norm)
+    ref_states = ref_states[:S]
+
+    # q, k, v as views of one [T, 2 H K + HV V] tensor, as split from the conv output
+    qkv = torch.cat([q.reshape(T, -1), k_.reshape(T, -1), v.reshape(T, -1)], 1).to(device)
+    qd, kd, vd = qkv.split([H * K, H * K, HV * V], 1)
+    dev = lambda t: t.to(device)  # noqa: E731
+    states = dev(states0)
+    o = op(qd.view(T, H, K), kd.view(T, H, K), vd.view(T, HV, V), dev(g), dev(beta), scale, states, dev(cu),
+           dev(idx), dev(accepted), use_qk_l2norm)
+    assert o.shape == (T, HV, V) and o.dtype == dtype and o.device.type == torch.device(device).type
+    assert o.isfinite().all()
+    err = rel_rms(o, ref)
+    # a bf16 state: the naive reference rounds it after every token, the kernel only where it writes
+    tol = out_tol(dtype) if state_dtype == torch.float32 else 1e-2 * LOWP_SLACK
+    assert err < tol, err
+    for n in range(N):
+        if idx[n, 0] < 0:
+            assert (o[cu[n]:cu[n + 1]] == 0).all()
+    state_err = rel_rms(states.cpu()[written.long()], ref_states[written.long()])
+    assert_states(states, ref_states, states0, written, 1e-5 if state_dtype == torch.float32 else 4e-3 * LOWP_SLACK)
+    return err, state_err
