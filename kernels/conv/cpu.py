@@ -1,10 +1,13 @@
-"""Causal depthwise conv on CPU: vectorised over tokens and channels, a loop over the W taps.
+"""Causal depthwise conv on CPU: vectorised over tokens and channels, a loop over the W taps. The decode update runs
+the C++ kernel (csrc/gdn_decode_cpu.cpp) where it is built.
 
 T = total tokens, B = sequences of a decode batch, N = sequences, S = state slots,
 D = conv channels, W = conv width, L = conv state length (>= W - 1).
 """
 import torch
 import torch.nn.functional as F
+
+from .. import cpu_ext
 
 BLOCK_T = 64  # tokens per block: keeps the fp32 scratch in cache
 
@@ -71,6 +74,9 @@ def causal_conv1d_update_cpu(x: torch.Tensor, weight: torch.Tensor, bias: torch.
     W = weight.shape[1]
     L = conv_states.shape[1]
     assert cache_indices.shape == (B,)
+    if cpu_ext.available() and _ext_fits(x, weight, bias, conv_states):
+        return torch.ops.qwen3next_cpu.causal_conv1d_update(x, weight, bias, conv_states, cache_indices,
+                                                            activation_silu)
 
     out = torch.zeros(B, D, dtype=x.dtype)
     rows = (cache_indices >= 0).nonzero().squeeze(1)  # padded entries (slot -1) are skipped
@@ -83,3 +89,10 @@ def causal_conv1d_update_cpu(x: torch.Tensor, weight: torch.Tensor, bias: torch.
     out[rows] = (F.silu(y) if activation_silu else y).to(x.dtype)
     conv_states.index_copy_(0, slots, xx[:, 1:].to(conv_states.dtype))
     return out
+
+
+def _ext_fits(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, conv_states: torch.Tensor) -> bool:
+    """The C++ update takes fp32 or bf16 tensors, a contiguous weight and a bias of the weight's dtype."""
+    fits = (torch.float32, torch.bfloat16)
+    return (x.dtype in fits and weight.dtype in fits and conv_states.dtype in fits and weight.is_contiguous()
+            and (bias is None or (bias.dtype == weight.dtype and bias.is_contiguous())))

@@ -1,6 +1,6 @@
 """Fused GDN ops beyond the base contract: the prefill with the gating inside, the whole decode step, and the
-speculative verification step. On CPU each is composed of the base ops; triton_fused.py registers one-launch
-CUDA kernels under the same names.
+speculative verification step. On CPU each is composed of the base ops (the decode step runs the C++ kernel of
+csrc/gdn_decode_cpu.cpp where it is built); triton_fused.py registers one-launch CUDA kernels under the same names.
 
 T = total tokens, N = sequences, B = sequences of a decode batch, T1 = tokens per sequence in a verification
 step (1 + draft tokens), S = state slots, D = conv channels (2 H K + HV V: q, then k, then v), W = conv width,
@@ -9,6 +9,7 @@ Index tensors are int32; slot -1 is padding (no state read or written, outputs z
 """
 import torch
 
+from .. import cpu_ext
 from ..conv.ops import causal_conv1d_update
 from ..gating.ops import gdn_gating
 from ..norm.ops import gated_rms_norm
@@ -62,6 +63,10 @@ def fused_gdn_decode(mixed_qkv: torch.Tensor, z: torch.Tensor, a: torch.Tensor, 
     Returns:
         out: [B, HV, V] in mixed_qkv.dtype, gated_rms_norm(o, z, norm_weight, norm_eps).
     """
+    if cpu_ext.available() and _decode_ext_fits(mixed_qkv, z, a, b, conv_weight, conv_bias, conv_states, ssm_states):
+        return torch.ops.qwen3next_cpu.gdn_decode(mixed_qkv, z, a, b, conv_weight, conv_bias, conv_states, A_log,
+                                                  dt_bias, norm_weight, norm_eps, scale, ssm_states, state_indices,
+                                                  use_qk_l2norm)
     B = mixed_qkv.shape[0]
     HV, K, V = ssm_states.shape[1:]
     H = (mixed_qkv.shape[1] - HV * V) // (2 * K)
@@ -72,6 +77,18 @@ def fused_gdn_decode(mixed_qkv: torch.Tensor, z: torch.Tensor, a: torch.Tensor, 
     g, beta = gdn_gating(A_log, a, b, dt_bias)
     o = fused_recurrent_gated_delta_rule(q, k, v, g, beta, scale, ssm_states, state_indices, use_qk_l2norm)
     return gated_rms_norm(o, z, norm_weight, norm_eps)
+
+
+def _decode_ext_fits(mixed_qkv: torch.Tensor, z: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+                     conv_weight: torch.Tensor, conv_bias: torch.Tensor | None, conv_states: torch.Tensor,
+                     ssm_states: torch.Tensor) -> bool:
+    """The C++ decode takes fp32 or bf16 tensors: activations of one dtype with unit last strides, a contiguous conv
+    weight with a bias of its dtype."""
+    fits = (torch.float32, torch.bfloat16)
+    return (all(t.dtype in fits for t in (mixed_qkv, conv_weight, conv_states, ssm_states))
+            and all(t.dtype == mixed_qkv.dtype for t in (z, a, b))
+            and all(t.stride(-1) == 1 for t in (mixed_qkv, z, a, b, ssm_states)) and conv_weight.is_contiguous()
+            and (conv_bias is None or (conv_bias.dtype == conv_weight.dtype and conv_bias.is_contiguous())))
 
 
 @fused_gdn_decode.register_fake

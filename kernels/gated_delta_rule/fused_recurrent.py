@@ -1,4 +1,5 @@
-"""One decode step of the gated delta rule on CPU, vectorised over sequences and heads, fp32.
+"""One decode step of the gated delta rule on CPU, fp32 math: the C++ kernel (csrc/gdn_decode_cpu.cpp, in place on
+the cache) where it is built, else this PyTorch form, vectorised over sequences and heads.
 
 B = sequences of a decode batch, S = state slots, H = key heads, HV = value heads, G = HV // H,
 K = key head dim, V = value head dim; B' = sequences with a slot, BH = B' * HV.
@@ -8,6 +9,7 @@ From the old state S (per sequence and value head): S^T k and S^T q in one read 
 """
 import torch
 
+from .. import cpu_ext
 from .utils import l2norm
 
 
@@ -21,6 +23,9 @@ def fused_recurrent_gated_delta_rule_cpu(q: torch.Tensor, k: torch.Tensor, v: to
     assert ssm_states.dim() == 4 and ssm_states.shape[1:] == (HV, K, V)
     assert state_indices.dtype == torch.int32 and state_indices.shape == (B,)
     G = HV // H
+    if cpu_ext.available() and _ext_fits(q, k, v, ssm_states):
+        return torch.ops.qwen3next_cpu.fused_recurrent_gated_delta_rule(q, k, v, g, beta, scale, ssm_states,
+                                                                        state_indices, use_qk_l2norm)
 
     o = torch.zeros(B, HV, V, dtype=v.dtype)
     rows = (state_indices >= 0).nonzero().squeeze(1)  # padded entries (slot -1) are skipped
@@ -41,3 +46,10 @@ def fused_recurrent_gated_delta_rule_cpu(q: torch.Tensor, k: torch.Tensor, v: to
     state.mul_(decay).baddbmm_(qk[:, 1, :, None], v_new)
     ssm_states.index_copy_(0, slots, state.view(-1, HV, K, V).to(ssm_states.dtype))
     return o
+
+
+def _ext_fits(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ssm_states: torch.Tensor) -> bool:
+    """The C++ kernel takes fp32 or bf16 q, k, v of one dtype and states, each with a unit last stride."""
+    fits = (torch.float32, torch.bfloat16)
+    return (q.dtype in fits and k.dtype == q.dtype and v.dtype == q.dtype and ssm_states.dtype in fits
+            and all(t.stride(-1) == 1 for t in (q, k, v, ssm_states)))

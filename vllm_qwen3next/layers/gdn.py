@@ -15,6 +15,7 @@ from torch import nn
 from transformers import PretrainedConfig
 
 import qwen3next_kernels  # noqa: F401  (registers torch.ops.qwen3next.*)
+from qwen3next_kernels import cpu_ext
 from vllm.config import VllmConfig, get_current_vllm_config
 from vllm.distributed import (
     get_tensor_model_parallel_rank,
@@ -25,6 +26,7 @@ from vllm.model_executor.layers.linear import ColumnParallelLinear, RowParallelL
 from vllm.model_executor.layers.mamba.abstract import MambaBase
 from vllm.model_executor.model_loader.weight_utils import sharded_weight_loader
 from vllm.model_executor.utils import set_weight_attrs
+from vllm.platforms import current_platform
 from vllm.utils.torch_utils import direct_register_custom_op
 from vllm.v1.attention.backends.registry import MambaAttentionBackendEnum
 
@@ -101,6 +103,8 @@ class Qwen3NextGatedDeltaNet(nn.Module, MambaBase):
             raise ValueError(f"Duplicate layer name: {prefix}")
         compilation_config.static_forward_context[prefix] = self
         self.kv_cache = (torch.tensor([]), torch.tensor([]))
+        if current_platform.is_cpu():
+            cpu_ext.available()  # build (once per machine) and load the C++ decode kernels now, not at the first step
 
     # --- vLLM hybrid cache interface ------------------------------------
     @property
@@ -151,6 +155,8 @@ class Qwen3NextGatedDeltaNet(nn.Module, MambaBase):
         mixed_qkv, z = qkvz.split([self.conv_dim, self.value_dim], dim=-1)
         b, a = ba.split([self.num_v_heads, self.num_v_heads], dim=-1)
 
+        z = z.reshape(num_tokens, self.num_v_heads, self.head_v_dim)
+
         core_out = torch.empty(
             num_tokens,
             self.num_v_heads,
@@ -158,11 +164,8 @@ class Qwen3NextGatedDeltaNet(nn.Module, MambaBase):
             dtype=hidden_states.dtype,
             device=hidden_states.device,
         )
-        torch.ops.vllm.qwen3next_gdn_core(mixed_qkv, b, a, core_out, self.prefix)
-
-        z = z.reshape(num_tokens, self.num_v_heads, self.head_v_dim)
-        out = ops.gated_rms_norm(core_out, z, self.norm.weight, self.eps)
-        out, _ = self.out_proj(out.reshape(num_tokens, self.value_dim))
+        torch.ops.vllm.qwen3next_gdn_core(mixed_qkv, z, b, a, core_out, self.prefix)
+        out, _ = self.out_proj(core_out.reshape(num_tokens, self.value_dim))
         return out
 
     def _split_qkv(self, x: torch.Tensor):
@@ -176,12 +179,13 @@ class Qwen3NextGatedDeltaNet(nn.Module, MambaBase):
     def forward_core(
         self,
         mixed_qkv: torch.Tensor,
+        z: torch.Tensor,
         b: torch.Tensor,
         a: torch.Tensor,
         core_out: torch.Tensor,
     ) -> None:
-        """Conv, gating and the delta rule for the tokens of this step, against
-        this layer's state cache.
+        """Conv, gating, the delta rule and the gated RMSNorm readout for the
+        tokens of this step, against this layer's state cache.
 
         vLLM orders the batch decodes first, then prefills. With speculative
         decoding, verification sequences (several tokens each) run against the
@@ -196,41 +200,43 @@ class Qwen3NextGatedDeltaNet(nn.Module, MambaBase):
         conv_state, ssm_state = self.kv_cache
         conv_window = conv_state[:, : self.conv_kernel_size - 1]  # [S, W-1, D] view
         num_actual = md.num_actual_tokens
-        core_out[num_actual:].zero_()
+        if num_actual < core_out.shape[0]:  # padded batch
+            core_out[num_actual:].zero_()
 
         if md.spec_sequence_masks is not None:
             mixed = md.num_prefills > 0 or md.num_decodes > 0
             spec = md.spec_token_indx if mixed else slice(0, num_actual)
             out = self._verify(mixed_qkv[spec], b[spec], a[spec], conv_state, ssm_state, md)
+            out = self._norm(out, z[spec])
             if not mixed:
                 core_out[:num_actual] = out
                 return
             core_out.index_copy_(0, md.spec_token_indx, out)
             rest = md.non_spec_token_indx
             out = self._prefill(mixed_qkv[rest], b[rest], a[rest], conv_window, ssm_state, md)
-            core_out.index_copy_(0, rest, out)
+            core_out.index_copy_(0, rest, self._norm(out, z[rest]))
             return
 
         num_decode_tokens = md.num_decode_tokens
         if md.num_decodes > 0:
             tokens = slice(0, num_decode_tokens)
             core_out[tokens] = self._decode(
-                mixed_qkv[tokens], b[tokens], a[tokens], conv_window, ssm_state,
+                mixed_qkv[tokens], z[tokens], b[tokens], a[tokens], conv_window, ssm_state,
                 md.non_spec_state_indices_tensor[: md.num_decodes],
             )
         if md.num_prefills > 0:
             tokens = slice(num_decode_tokens, num_actual)
-            core_out[tokens] = self._prefill(
-                mixed_qkv[tokens], b[tokens], a[tokens], conv_window, ssm_state, md
-            )
+            out = self._prefill(mixed_qkv[tokens], b[tokens], a[tokens], conv_window, ssm_state, md)
+            core_out[tokens] = self._norm(out, z[tokens])
 
-    def _decode(self, mixed_qkv, b, a, conv_state, ssm_state, slots):
-        """One token per sequence."""
-        x = ops.causal_conv1d_update(mixed_qkv, self.conv1d.weight, None, conv_state, slots, True)
-        q, k, v = self._split_qkv(x)
-        g, beta = ops.gdn_gating(self.A_log, a, b, self.dt_bias)
-        return ops.fused_recurrent_gated_delta_rule(
-            q, k, v, g, beta, self.scale, ssm_state, slots, True
+    def _norm(self, o: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return ops.gated_rms_norm(o, z, self.norm.weight, self.eps)
+
+    def _decode(self, mixed_qkv, z, b, a, conv_state, ssm_state, slots):
+        """One token per sequence, the whole step in one op (normalised output)."""
+        return ops.fused_gdn_decode(
+            mixed_qkv, z, a, b, self.conv1d.weight, None, conv_state, self.A_log, self.dt_bias,
+            self.norm.weight, self.eps, self.scale, ssm_state, slots, True,
         )
 
     def _prefill(self, mixed_qkv, b, a, conv_state, ssm_state, md):
@@ -274,17 +280,23 @@ class Qwen3NextGatedDeltaNet(nn.Module, MambaBase):
 
 def qwen3next_gdn_core(
     mixed_qkv: torch.Tensor,
+    z: torch.Tensor,
     b: torch.Tensor,
     a: torch.Tensor,
     core_out: torch.Tensor,
     layer_name: str,
 ) -> None:
     layer = get_forward_context().no_compile_layers[layer_name]
-    layer.forward_core(mixed_qkv, b, a, core_out)
+    # Below autograd: our ops' calls skip torch.library's Python autograd and
+    # version-counter layers (the cache tensors are not inference tensors), which
+    # on CPU cost more per call than a small decode step's kernels.
+    with torch._C._AutoDispatchBelowADInplaceOrView():
+        layer.forward_core(mixed_qkv, z, b, a, core_out)
 
 
 def qwen3next_gdn_core_fake(
     mixed_qkv: torch.Tensor,
+    z: torch.Tensor,
     b: torch.Tensor,
     a: torch.Tensor,
     core_out: torch.Tensor,
