@@ -88,48 +88,54 @@ def test_acceptance_equals_builtin(store, mtp_checkpoint, prompts):
 
 
 def test_sampled_distribution_unchanged(store, mtp_checkpoint):
-    """With sampling (temperature 2, so the draft is often rejected) the joint law of
-    the first two tokens with MTP equals the target's exact law, computed from
-    transformers: the 8 x 8 most likely pairs, the rest in one bucket.
-    (top-k is left out: vLLM 0.32's CPU rejection sampler crashes with top-k.)"""
+    """With sampling (temperature, top-k 8, a seed per request) the joint law of the first
+    two tokens with MTP equals the target's exact law, computed from transformers over all
+    8 x 8 pairs. The temperature is picked from the trained checkpoint's own law so that the
+    draft is accepted about half the time (both branches of the rejection sampler run).
+    Needs our fixes of vLLM 0.32's CPU sampler (vllm_qwen3next/cpu_sampling.py): without them
+    top-k crashes, and at temperature 1 without top-k the law is wrong (total variation 0.36
+    for ours and 0.39 for vLLM's built-in MTP, bf16, against 0.04 without MTP)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    temperature, m, n = 2.0, 8, 3000
+    top_k, n = 8, 3000
     prompt = make_prompts(mtp_checkpoint, lens=(12,), seed=5)[0]
+    model = AutoModelForCausalLM.from_pretrained(mtp_checkpoint, dtype=torch.float32)
+
+    def law(ids, temperature):  # {token: probability} after temperature and top-k
+        with torch.no_grad():
+            top = (model(torch.tensor([ids])).logits[0, -1] / temperature).topk(top_k)
+        return dict(zip(top.indices.tolist(), top.values.softmax(-1).tolist()))
+
+    def pair_law(temperature):
+        return {(t1, t2): p1 * p2 for t1, p1 in law(prompt, temperature).items()
+                for t2, p2 in law(prompt + [t1], temperature).items()}
+
+    def expected_acceptance(temperature):  # if the draft is the target's argmax
+        return sum(p1 * max(law(prompt + [t1], temperature).values())
+                   for t1, p1 in law(prompt, temperature).items())
+
+    temperature = min((0.5, 1.0, 1.5, 2.0, 3.0, 5.0), key=lambda t: abs(expected_acceptance(t) - 0.5))
     spec = {
         "llm": _llm(mtp_checkpoint, "float32", 2),
         "prompts": [prompt] * n,
         "max_tokens": 2,
-        # Unseeded requests: with a seed per request, vLLM 0.32's CPU rejection sampler
-        # skews the law (seen with its built-in MTP too: P(552 | 1164) 0.36 vs 0.03 exact).
-        "sampling": {"temperature": temperature, "per_request_seed": False},
+        "sampling": {"temperature": temperature, "top_k": top_k, "per_request_seed": True},
     }
-    out = store.engine("mtp-sampling", spec)
+    out = store.engine(f"mtp-sampling-{temperature}", spec)
 
-    model = AutoModelForCausalLM.from_pretrained(mtp_checkpoint, dtype=torch.float32)
-
-    def law(ids):
-        with torch.no_grad():
-            return torch.softmax(model(torch.tensor([ids])).logits[0, -1] / temperature, -1)
-
-    exact = {}
-    p1 = law(prompt)
-    for t1 in p1.topk(m).indices.tolist():
-        p2 = law(prompt + [t1])
-        for t2 in p2.topk(m).indices.tolist():
-            exact[(t1, t2)] = (p1[t1] * p2[t2]).item()
-    exact["other"] = 1 - sum(exact.values())
-    counts = Counter(
-        tuple(r["output_ids"]) if tuple(r["output_ids"]) in exact else "other" for r in out["results"]
-    )
+    exact = pair_law(temperature)
+    counts = Counter(tuple(r["output_ids"]) for r in out["results"])
+    assert set(counts) <= set(exact), set(counts) - set(exact)  # top-k respected
     tv = 0.5 * sum(abs(counts[key] / n - p) for key, p in exact.items())
     # Expected total variation of n samples from the exact law itself (normal
     # approximation of each count), times 3.
     bound = 3 * 0.5 * sum(math.sqrt(2 * p * (1 - p) / (math.pi * n)) for p in exact.values())
-    print(f"total variation {tv:.4f} (bound {bound:.4f}); acceptance {acceptance(out):.3f}")
     accepted = out["metrics"]["vllm:spec_decode_num_accepted_tokens"]
-    assert 50 < accepted < out["metrics"]["vllm:spec_decode_num_draft_tokens"] - 50  # both outcomes occur
+    drafted = out["metrics"]["vllm:spec_decode_num_draft_tokens"]
+    print(f"temperature {temperature}, top-k {top_k}: total variation {tv:.4f} (bound {bound:.4f}); "
+          f"{accepted:.0f} of {drafted:.0f} draft tokens accepted")
+    assert 100 < accepted < drafted - 100  # both outcomes occur, often
     assert tv < bound
 
 

@@ -35,6 +35,7 @@ from vllm.model_executor.models.utils import (
 )
 from vllm.sequence import IntermediateTensors
 
+from vllm_qwen3next import cpu_sampling
 from vllm_qwen3next.config import layer_types, validate_config
 from vllm_qwen3next.layers.attention import Qwen3NextAttention
 from vllm_qwen3next.layers.gdn import GDN_CORE_OP, Qwen3NextGatedDeltaNet
@@ -154,6 +155,8 @@ class Qwen3NextForCausalLM(nn.Module, HasInnerState, IsHybrid, SupportsPP):
         self.config = config
         self.vllm_config = vllm_config
         _split_gdn_core_out_of_graphs(vllm_config)
+        if vllm_config.speculative_config is not None:
+            cpu_sampling.install()  # vLLM 0.32 CPU: sampled speculative decoding needs it
         self.model = Qwen3NextModel(vllm_config=vllm_config, prefix=maybe_prefix(prefix, "model"))
         self.lm_head = ParallelLMHead(
             config.vocab_size, config.hidden_size, prefix=maybe_prefix(prefix, "lm_head")
