@@ -11,7 +11,8 @@ window starts at row a' - 1 again, and vLLM's block copies (from row a - 1 on) s
 """
 import torch
 
-from .cpu import _check_conv_args, _depthwise_conv
+from ..varlen import sequences_by_length
+from .cpu import _check_conv_args
 
 
 def naive_causal_conv1d_verify(x, weight, bias, conv_states, query_start_loc, cache_indices, num_accepted,
@@ -38,6 +39,7 @@ def naive_causal_conv1d_verify(x, weight, bias, conv_states, query_start_loc, ca
 
 def causal_conv1d_verify_cpu(x, weight, bias, conv_states, query_start_loc, cache_indices, num_accepted,
                              activation_silu):
+    """Vectorised over the sequences of each length (a verification batch usually has one: k + 1)."""
     _check_conv_args(x, weight, bias, conv_states, cache_indices)
     T, D = x.shape
     W = weight.shape[1]
@@ -47,14 +49,24 @@ def causal_conv1d_verify_cpu(x, weight, bias, conv_states, query_start_loc, cach
     weight = weight.float().T  # [W, D]
     bias = bias.float() if bias is not None else None
     out = torch.zeros(T, D, dtype=x.dtype)
-    for bos, eos, slot, accepted in zip(cu[:-1], cu[1:], cache_indices.tolist(), num_accepted.tolist()):
-        if slot < 0 or eos == bos:
-            continue
-        assert 1 <= accepted and accepted - 1 + W - 1 <= L and eos - bos <= L
-        old = conv_states[slot].float()  # [L, D]
-        xx = torch.cat([old[accepted - 1:accepted - 1 + W - 1], x[bos:eos].float()])
-        out[bos:eos] = _depthwise_conv(xx, weight, bias, activation_silu)
-        conv_states[slot] = torch.cat([old[accepted:accepted + L - (eos - bos)], x[bos:eos].float()])
+    slots, accepted = cache_indices.long(), num_accepted.long()
+    for Q, seqs in sequences_by_length(cu, cache_indices).items():
+        a = accepted[seqs]  # [N']
+        assert bool((a >= 1).all()) and int(a.max()) <= Q <= L and int(a.max()) - 1 + W - 1 <= L, \
+            "need 1 <= num_accepted <= tokens of the sequence <= L and the window inside the state"
+        tokens = torch.tensor(cu[:-1])[seqs, None] + torch.arange(Q)  # [N', Q]
+        xs = x[tokens].float()  # [N', Q, D]
+        old = conv_states[slots[seqs]].float()  # [N', L, D]
+        window = old.gather(1, ((a - 1)[:, None] + torch.arange(W - 1))[..., None].expand(-1, -1, D))
+        xx = torch.cat([window, xs], 1)  # [N', W - 1 + Q, D]
+        y = xx[:, W - 1:] * weight[W - 1]
+        for w in range(W - 1):
+            y.addcmul_(xx[:, w:w + Q], weight[w])
+        if bias is not None:
+            y += bias
+        out[tokens] = (torch.nn.functional.silu(y) if activation_silu else y).to(x.dtype)
+        kept = old.gather(1, (a[:, None] + torch.arange(L - Q))[..., None].expand(-1, -1, D))  # old[a : a + L - Q]
+        conv_states[slots[seqs]] = torch.cat([kept, xs], 1).to(conv_states.dtype)
     return out
 
 

@@ -10,6 +10,7 @@ step can start from whichever token is accepted. A slot index of -1 skips the se
 import torch
 
 from .naive import naive_recurrent_gated_delta_rule
+from ..varlen import sequences_by_length
 from .utils import l2norm
 
 
@@ -35,6 +36,7 @@ def naive_recurrent_gated_delta_rule_verify(q, k, v, g, beta, scale, ssm_states,
 
 def recurrent_gated_delta_rule_verify_cpu(q, k, v, g, beta, scale, ssm_states, cu_seqlens, state_indices,
                                           num_accepted, use_qk_l2norm):
+    """Vectorised over the sequences of each length (a verification batch usually has one: k + 1)."""
     T, H, K = q.shape
     HV, V = v.shape[1:]
     N, C = state_indices.shape
@@ -47,18 +49,21 @@ def recurrent_gated_delta_rule_verify_cpu(q, k, v, g, beta, scale, ssm_states, c
     k = k.repeat_interleave(G, 1)
     decay, beta = g.float().exp(), beta.float()  # [T, HV]
     o = torch.zeros(T, HV, V, dtype=v.dtype)
-    cu, slots, accepted = cu_seqlens.tolist(), state_indices.tolist(), num_accepted.tolist()
-    for n in range(N):
-        if slots[n][0] < 0:
-            continue
-        state = ssm_states[slots[n][accepted[n] - 1]].float()  # [HV, K, V]
-        for i, t in enumerate(range(cu[n], cu[n + 1])):
-            state = state * decay[t, :, None, None]
-            v_new = beta[t, :, None] * (v[t].float() - torch.einsum("hkv,hk->hv", state, k[t]))
-            state = state + k[t, :, :, None] * v_new[:, None, :]
-            o[t] = torch.einsum("hkv,hk->hv", state, q[t]).to(o.dtype)
-            if slots[n][i] >= 0:
-                ssm_states[slots[n][i]] = state.to(ssm_states.dtype)
+    cu = cu_seqlens.tolist()
+    slots, accepted = state_indices.long(), num_accepted.long()
+    for Q, seqs in sequences_by_length(cu, state_indices[:, 0]).items():
+        assert Q <= C, f"{Q} tokens need {Q} state slots, the row has {C}"
+        rows = slots[seqs]  # [N', C]
+        state = ssm_states[rows.gather(1, accepted[seqs, None] - 1)[:, 0]].float()  # [N', HV, K, V]
+        tokens = torch.tensor(cu[:-1])[seqs, None] + torch.arange(Q)  # [N', Q]
+        for i in range(Q):
+            t = tokens[:, i]
+            state.mul_(decay[t, :, None, None])
+            v_new = beta[t, :, None] * (v[t].float() - torch.einsum("nhkv,nhk->nhv", state, k[t]))
+            state.add_(k[t, :, :, None] * v_new[:, :, None, :])
+            o[t] = torch.einsum("nhkv,nhk->nhv", state, q[t]).to(o.dtype)
+            write = rows[:, i] >= 0
+            ssm_states[rows[write, i]] = state[write].to(ssm_states.dtype)
     return o
 
 
