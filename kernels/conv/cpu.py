@@ -24,12 +24,12 @@ def _check_conv_args(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
 
 def _depthwise_conv(xx: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                     activation_silu: bool) -> torch.Tensor:
-    """xx: [W - 1 + n, D] fp32 (window history then n new rows), weight: [W, D] fp32 -> [n, D] fp32."""
+    """xx: [..., W - 1 + n, D] fp32 (window history then n new rows), weight: [W, D] fp32 -> [..., n, D] fp32."""
     W = weight.shape[0]
-    n = xx.shape[0] - (W - 1)
-    y = xx[W - 1:] * weight[W - 1]
+    n = xx.shape[-2] - (W - 1)
+    y = xx[..., W - 1:, :] * weight[W - 1]
     for w in range(W - 1):
-        y.addcmul_(xx[w:w + n], weight[w])
+        y.addcmul_(xx[..., w:w + n, :], weight[w])
     if bias is not None:
         y += bias
     return F.silu(y, inplace=True) if activation_silu else y

@@ -12,7 +12,7 @@ window starts at row a' - 1 again, and vLLM's block copies (from row a - 1 on) s
 import torch
 
 from ..varlen import sequences_by_length
-from .cpu import _check_conv_args
+from .cpu import _check_conv_args, _depthwise_conv
 
 
 def naive_causal_conv1d_verify(x, weight, bias, conv_states, query_start_loc, cache_indices, num_accepted,
@@ -50,24 +50,24 @@ def causal_conv1d_verify_cpu(x, weight, bias, conv_states, query_start_loc, cach
     bias = bias.float() if bias is not None else None
     out = torch.zeros(T, D, dtype=x.dtype)
     slots, accepted = cache_indices.long(), num_accepted.long()
-    for Q, seqs in sequences_by_length(cu, cache_indices).items():
+    for Q, (seqs, tokens) in sequences_by_length(cu, cache_indices).items():
         a = accepted[seqs]  # [N']
         assert bool((a >= 1).all()) and int(a.max()) <= Q <= L and int(a.max()) - 1 + W - 1 <= L, \
             "need 1 <= num_accepted <= tokens of the sequence <= L and the window inside the state"
-        tokens = torch.tensor(cu[:-1])[seqs, None] + torch.arange(Q)  # [N', Q]
         xs = x[tokens].float()  # [N', Q, D]
         old = conv_states[slots[seqs]].float()  # [N', L, D]
-        window = old.gather(1, ((a - 1)[:, None] + torch.arange(W - 1))[..., None].expand(-1, -1, D))
-        xx = torch.cat([window, xs], 1)  # [N', W - 1 + Q, D]
-        y = xx[:, W - 1:] * weight[W - 1]
-        for w in range(W - 1):
-            y.addcmul_(xx[:, w:w + Q], weight[w])
-        if bias is not None:
-            y += bias
-        out[tokens] = (torch.nn.functional.silu(y) if activation_silu else y).to(x.dtype)
-        kept = old.gather(1, (a[:, None] + torch.arange(L - Q))[..., None].expand(-1, -1, D))  # old[a : a + L - Q]
+        window = _rows(old, a - 1, W - 1)
+        y = _depthwise_conv(torch.cat([window, xs], 1), weight, bias, activation_silu)  # [N', Q, D]
+        out[tokens] = y.to(x.dtype)
+        kept = _rows(old, a, L - Q)
         conv_states[slots[seqs]] = torch.cat([kept, xs], 1).to(conv_states.dtype)
     return out
+
+
+def _rows(states: torch.Tensor, start: torch.Tensor, n: int) -> torch.Tensor:
+    """states [N', L, D], start [N'] -> states[i, start[i] : start[i] + n] for each i, as [N', n, D]."""
+    index = start[:, None] + torch.arange(n)
+    return states.gather(1, index[..., None].expand(-1, -1, states.shape[2]))
 
 
 @torch.library.custom_op("qwen3next::causal_conv1d_verify", mutates_args=("conv_states",), device_types="cpu")

@@ -51,11 +51,10 @@ def recurrent_gated_delta_rule_verify_cpu(q, k, v, g, beta, scale, ssm_states, c
     o = torch.zeros(T, HV, V, dtype=v.dtype)
     cu = cu_seqlens.tolist()
     slots, accepted = state_indices.long(), num_accepted.long()
-    for Q, seqs in sequences_by_length(cu, state_indices[:, 0]).items():
+    for Q, (seqs, tokens) in sequences_by_length(cu, state_indices[:, 0]).items():
         assert Q <= C, f"{Q} tokens need {Q} state slots, the row has {C}"
         rows = slots[seqs]  # [N', C]
         state = ssm_states[rows.gather(1, accepted[seqs, None] - 1)[:, 0]].float()  # [N', HV, K, V]
-        tokens = torch.tensor(cu[:-1])[seqs, None] + torch.arange(Q)  # [N', Q]
         for i in range(Q):
             t = tokens[:, i]
             state.mul_(decay[t, :, None, None])
