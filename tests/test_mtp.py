@@ -92,7 +92,7 @@ def test_sampled_distribution_unchanged(store, mtp_checkpoint):
     two tokens with MTP equals the target's exact law, computed from transformers over all
     8 x 8 pairs. The temperature is picked from the trained checkpoint's own law so that the
     draft is accepted about half the time (both branches of the rejection sampler run).
-    Needs our fixes of vLLM 0.32's CPU sampler (vllm_qwen3next/cpu_sampling.py): without them
+    Needs our fixes of vLLM 0.32's CPU sampler (vllm_qwen3next/fixes/sampling.py): without them
     top-k crashes, and at temperature 1 without top-k the law is wrong (total variation 0.36
     for ours and 0.39 for vLLM's built-in MTP, bf16, against 0.04 without MTP)."""
     import torch

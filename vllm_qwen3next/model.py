@@ -35,7 +35,7 @@ from vllm.model_executor.models.utils import (
 )
 from vllm.sequence import IntermediateTensors
 
-from vllm_qwen3next import cpu_sampling
+from vllm_qwen3next.fixes import sampling as cpu_sampling
 from vllm_qwen3next.config import layer_types, validate_config
 from vllm_qwen3next.layers.attention import Qwen3NextAttention
 from vllm_qwen3next.layers.gdn import GDN_CORE_OP, Qwen3NextGatedDeltaNet

@@ -1,11 +1,11 @@
-"""Our stand-in for vLLM 0.32's CPU expand kernel (vllm_qwen3next/cpu_sampling.py) against the
+"""Our stand-in for vLLM 0.32's CPU expand kernel (vllm_qwen3next/fixes/sampling.py) against the
 semantics of vLLM's Triton `expand_kernel`, and the bug it replaces. The end-to-end check is
 tests/test_mtp.py::test_sampled_distribution_unchanged."""
 
 import pytest
 import torch
 
-from vllm_qwen3next.cpu_sampling import expand_kernel
+from vllm_qwen3next.fixes.sampling import expand_kernel
 
 
 def _reference(values, cu, replace_from, replace_to):
