@@ -1,8 +1,4 @@
-"""Reference causal depthwise conv: token by token, fp32. This file is the specification.
-
-T = total tokens, B = sequences of a decode batch, N = sequences, S = state slots,
-D = conv channels, W = conv width, L = conv state length (>= W - 1).
-"""
+"""Reference causal depthwise conv: token by token, fp32. This file is the specification."""
 import torch
 import torch.nn.functional as F
 
@@ -21,36 +17,58 @@ def _conv_step(state: torch.Tensor, x_t: torch.Tensor, weight: torch.Tensor, bia
     return y, torch.cat([state, x_t[None]])[1:]
 
 
-def naive_causal_conv1d_fwd(x, weight, bias, conv_states, query_start_loc, cache_indices, has_initial_state,
+def naive_causal_conv1d_fwd(x, weight, bias, conv_states, cu_seqlens, state_indices, has_initial_state,
                             activation_silu):
     """x: [T, D], weight: [D, W], bias: [D] | None, conv_states: [S, L, D] (mutated),
-    query_start_loc: [N+1], cache_indices: [N], has_initial_state: [N]. Returns out: [T, D] fp32."""
+    cu_seqlens: [N+1], state_indices: [N], has_initial_state: [N]. Returns out: [T, D] fp32."""
     T, D = x.shape
     L = conv_states.shape[1]
     weight = weight.float()
     bias = bias.float() if bias is not None else None
     out = torch.zeros(T, D)
-    for n in range(len(cache_indices)):
-        slot = int(cache_indices[n])
+    for n in range(len(state_indices)):
+        slot = int(state_indices[n])
         if slot < 0:
             continue
         state = conv_states[slot].float() if bool(has_initial_state[n]) else torch.zeros(L, D)
-        for t in range(int(query_start_loc[n]), int(query_start_loc[n + 1])):
+        for t in range(int(cu_seqlens[n]), int(cu_seqlens[n + 1])):
             out[t], state = _conv_step(state, x[t].float(), weight, bias, activation_silu)
         conv_states[slot] = state.to(conv_states.dtype)
     return out
 
 
-def naive_causal_conv1d_update(x, weight, bias, conv_states, cache_indices, activation_silu):
-    """x: [B, D], conv_states: [S, L, D] (mutated), cache_indices: [B]. Returns out: [B, D] fp32."""
+def naive_causal_conv1d_update(x, weight, bias, conv_states, state_indices, activation_silu):
+    """x: [B, D], conv_states: [S, L, D] (mutated), state_indices: [B]. Returns out: [B, D] fp32."""
     B, D = x.shape
     weight = weight.float()
     bias = bias.float() if bias is not None else None
     out = torch.zeros(B, D)
     for b in range(B):
-        slot = int(cache_indices[b])
+        slot = int(state_indices[b])
         if slot < 0:
             continue
         out[b], state = _conv_step(conv_states[slot].float(), x[b].float(), weight, bias, activation_silu)
         conv_states[slot] = state.to(conv_states.dtype)
+    return out
+
+
+def naive_causal_conv1d_verify(x, weight, bias, conv_states, cu_seqlens, state_indices, num_accepted,
+                               activation_silu):
+    """Token by token, fp32. Returns out [T, D] fp32; mutates conv_states."""
+    W = weight.shape[1]
+    L = conv_states.shape[1]
+    out = torch.zeros(x.shape)
+    for n, slot in enumerate(state_indices.tolist()):
+        if slot < 0:
+            continue
+        bos, eos = int(cu_seqlens[n]), int(cu_seqlens[n + 1])
+        start = int(num_accepted[n]) - 1
+        old = conv_states[slot].float()
+        window = old[start:start + W - 1]
+        for t in range(bos, eos):
+            window = torch.cat([window, x[t:t + 1].float()])
+            y = (window * weight.float().T).sum(0) + (bias.float() if bias is not None else 0)
+            out[t] = torch.nn.functional.silu(y) if activation_silu else y
+            window = window[1:]
+        conv_states[slot] = torch.cat([old[start + 1:start + 1 + L - (eos - bos)], x[bos:eos].float()])
     return out

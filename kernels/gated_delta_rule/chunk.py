@@ -1,19 +1,17 @@
 """Chunked gated delta rule on CPU: fla's WY/UT chunk form in plain PyTorch, fp32.
 
-T = total tokens, N = sequences, S = state slots, H = key heads, HV = value heads, G = HV // H
-(value head h * G + i reads key head h), K = key head dim, V = value head dim,
 BT = chunk size, NT = chunks in a group of chunks.
 
 Within a chunk (positions i, j; gc = cumsum of g inside the chunk):
     A[i, j] = beta_i (k_i . k_j) exp(gc_i - gc_j) for j < i,   u = (I + A)^-1 beta v,   w = (I + A)^-1 beta exp(gc) k
-and with S the state at the chunk start:
-    v_new = u - w S,   o = (exp(gc) q) S + (q k^T * exp(gc_i - gc_j))_{j <= i} v_new,
-    S <- exp(gc_last) S + (exp(gc_last - gc) k)^T v_new.
+and with h the state at the chunk start:
+    v_new = u - w h,   o = (exp(gc) q) h + (q k^T * exp(gc_i - gc_j))_{j <= i} v_new,
+    h <- exp(gc_last) h + (exp(gc_last - gc) k)^T v_new.
 All but the chunk-to-chunk recurrence runs batched over the chunks of every sequence in a group.
 """
 import torch
 
-from .utils import l2norm
+from ..utils.cpu import l2norm
 
 BT = 64
 GROUP_CHUNKS = 8  # chunks per group: bounds the scratch memory of long prefills, keeps it in cache

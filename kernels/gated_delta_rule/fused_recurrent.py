@@ -1,16 +1,15 @@
 """One decode step of the gated delta rule on CPU, fp32 math: the C++ kernel (csrc/gdn_decode_cpu.cpp, in place on
 the cache) where it is built, else this PyTorch form, vectorised over sequences and heads.
 
-B = sequences of a decode batch, S = state slots, H = key heads, HV = value heads, G = HV // H,
-K = key head dim, V = value head dim; B' = sequences with a slot, BH = B' * HV.
+B' = sequences with a slot, BH = B' * HV.
 
-From the old state S (per sequence and value head): S^T k and S^T q in one read of S, then
-    v_new = beta (v - exp(g) S^T k),   o = exp(g) S^T q + (q . k) v_new,   S <- exp(g) S + k v_new^T (in place).
+From the old state h (per sequence and value head): h^T k and h^T q in one read of h, then
+    v_new = beta (v - exp(g) h^T k),   o = exp(g) h^T q + (q . k) v_new,   h <- exp(g) h + k v_new^T (in place).
 """
 import torch
 
 from .. import cpu_ext
-from .utils import l2norm
+from ..utils.cpu import l2norm
 
 
 def fused_recurrent_gated_delta_rule_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor,

@@ -1,19 +1,18 @@
 """Chunked gated delta rule prefill in Triton: two kernels, l2norm and (optionally) the gating fused in,
 initial and final states read and written in the cache by slot.
 
-T = total tokens, N = sequences, S = state slots, H = key heads, HV = value heads (value head j reads key head
-j // (HV // H)), K = key head dim, V = value head dim, BT = chunk size (64), BC = sub-chunk (16).
+BT = chunk size (64), BC = sub-chunk (16).
 
 Within a chunk of BT tokens with cumulative log decay gc (gc_i = g_1 + ... + g_i):
     A[i, j]   = beta_i (k_i . k_j) exp(gc_i - gc_j)         for i > j
     Ainv      = (I + A)^-1                                  (the WY / UT transform)
     Aqk[i, j] = scale (q_i . k_j) exp(gc_i - gc_j)          for i >= j
-and, with the state S [K, V] at the chunk start,
-    v_new     = Ainv (beta * (v - exp(gc) * (k S)))         (the corrected values, "u - w S" of fla)
-    o         = scale exp(gc) * (q S) + Aqk v_new
-    S_next    = exp(gc_last) S + (k * exp(gc_last - gc))^T v_new
-Kernel 1 (chunk_gdr_fwd_intra_kernel) computes Ainv and Aqk for every chunk in parallel, one program per
-(chunk, key head) for all value heads of the group; kernel 2 (chunk_gdr_fwd_kernel) walks the chunks of one
+and, with the state h [K, V] at the chunk start,
+    v_new     = Ainv (beta * (v - exp(gc) * (k h)))         (the corrected values, "u - w h" of fla)
+    o         = scale exp(gc) * (q h) + Aqk v_new
+    h_next    = exp(gc_last) h + (k * exp(gc_last - gc))^T v_new
+Kernel 1 (chunk_gated_delta_rule_fwd_intra_kernel) computes Ainv and Aqk for every chunk in parallel, one program per
+(chunk, key head) for all value heads of the group; kernel 2 (chunk_gated_delta_rule_fwd_kernel) walks the chunks of one
 sequence in order, one program per (sequence, value head, V block), with the state in registers.
 """
 import os
@@ -22,9 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..conv.triton_conv import seq_block, seq_chunk_of_program
-from ..gating.triton_gating import softplus_gate
-from .ops import chunk_gated_delta_rule
+from ..utils.triton import seq_block, seq_chunk_of_program, softplus_gate
 
 
 @triton.jit
@@ -87,7 +84,7 @@ def store_rows(p, b_x, o_t, eos, stride_t, o_c, m_c):
 
 
 @triton.jit(do_not_specialize=["N"])
-def chunk_gdr_fwd_intra_kernel(
+def chunk_gated_delta_rule_fwd_intra_kernel(
     q, k, v, g, beta, A_log, dt_bias, w, u, Aqk, cu_seqlens, scale, N,
     stride_q_t, stride_k_t, stride_v_t, stride_g_t, stride_b_t,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BVF: tl.constexpr,
@@ -234,7 +231,7 @@ def chunk_gdr_fwd_intra_kernel(
 
 
 @triton.jit
-def chunk_gdr_fwd_kernel(
+def chunk_gated_delta_rule_fwd_kernel(
     q, k, w, u, g, A_log, dt_bias, Aqk, o, ssm_states, cu_seqlens, state_indices, has_initial_state,
     scale, stride_q_t, stride_k_t, stride_g_t, stride_s_n,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
@@ -293,7 +290,7 @@ def chunk_gdr_fwd_kernel(
     tl.store(p_h, b_h.to(ssm_states.dtype.element_ty), mask=m_h)
 
 
-def _check_gdr(q, k, v, g, beta, ssm_states, state_indices, fuse_gating):
+def _check_chunk_args(q, k, v, g, beta, ssm_states, state_indices, fuse_gating):
     T, H, K = q.shape
     HV, V = v.shape[1:]
     assert k.shape == (T, H, K) and v.shape[0] == T and HV % H == 0
@@ -325,12 +322,12 @@ def dot_config(dtype: torch.dtype, recurrent: bool):
     return {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}[dtype], "tf32"
 
 
-def chunk_gdr_fwd_triton(q, k, v, g, beta, scale, ssm_states, cu_seqlens, state_indices, has_initial_state,
+def chunk_gated_delta_rule_fwd_triton(q, k, v, g, beta, scale, ssm_states, cu_seqlens, state_indices, has_initial_state,
                          use_qk_l2norm, A_log=None, dt_bias=None, BV=None, num_warps=4, num_stages=None):
     """Runs both kernels. With A_log and dt_bias given, g and beta are the raw a and b ([T, HV]) and the
     gating is computed inside the kernels. Returns o: [T, HV, V] in v.dtype."""
     fuse_gating = A_log is not None
-    _check_gdr(q, k, v, g, beta, ssm_states, state_indices, fuse_gating)
+    _check_chunk_args(q, k, v, g, beta, ssm_states, state_indices, fuse_gating)
     T, H, K = q.shape
     HV, V = v.shape[1:]
     N = state_indices.shape[0]
@@ -349,7 +346,7 @@ def chunk_gdr_fwd_triton(q, k, v, g, beta, scale, ssm_states, cu_seqlens, state_
     u = torch.empty(T, HV, V, dtype=k.dtype, device=k.device)
     Aqk = torch.empty(T, HV, BT, dtype=k.dtype, device=k.device)
     dot_dt, prec = dot_config(k.dtype, recurrent=False)
-    chunk_gdr_fwd_intra_kernel[(triton.cdiv(T, BT) + N, H)](
+    chunk_gated_delta_rule_fwd_intra_kernel[(triton.cdiv(T, BT) + N, H)](
         q, k, v, g, beta, A_log, dt_bias, w, u, Aqk, cu_seqlens, scale, N,
         q.stride(0), k.stride(0), v.stride(0), g.stride(0), beta.stride(0),
         H=H, HV=HV, K=K, V=V, BK=BK, BVF=triton.next_power_of_2(V), BT=BT, BN=seq_block(N),
@@ -361,7 +358,7 @@ def chunk_gdr_fwd_triton(q, k, v, g, beta, scale, ssm_states, cu_seqlens, state_
     if num_stages is None:  # fp32 operands at two stages overflow shared memory
         num_stages = 1 if k.dtype == torch.float32 else 2
     dot_dt, prec = dot_config(k.dtype, recurrent=True)
-    chunk_gdr_fwd_kernel[(N * HV, triton.cdiv(V, BV))](
+    chunk_gated_delta_rule_fwd_kernel[(N * HV, triton.cdiv(V, BV))](
         q, k, w, u, a_or_g, A_log, dt_bias, Aqk, o, ssm_states, cu_seqlens, state_indices,
         has_initial_state.view(torch.uint8), scale,
         q.stride(0), k.stride(0), a_or_g.stride(0), ssm_states.stride(0),
@@ -375,8 +372,6 @@ def chunk_gdr_fwd_triton(q, k, v, g, beta, scale, ssm_states, cu_seqlens, state_
 def chunk_gated_delta_rule_triton(q, k, v, g, beta, scale, ssm_states, cu_seqlens, state_indices,
                                   has_initial_state, use_qk_l2norm):
     """Triton chunk_gated_delta_rule; same contract as the CPU op (see ops.py)."""
-    return chunk_gdr_fwd_triton(q, k, v, g, beta, scale, ssm_states, cu_seqlens, state_indices, has_initial_state,
+    return chunk_gated_delta_rule_fwd_triton(q, k, v, g, beta, scale, ssm_states, cu_seqlens, state_indices, has_initial_state,
                                 use_qk_l2norm)
 
-
-chunk_gated_delta_rule.register_kernel("cuda")(chunk_gated_delta_rule_triton)

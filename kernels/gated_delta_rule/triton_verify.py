@@ -1,11 +1,7 @@
 """Recurrent gated delta rule for speculative verification in Triton: Q tokens per sequence, the state after every
 token written to its own slot.
 
-T = total tokens, N = sequences, S = state slots, H = key heads, HV = value heads (value head j reads key head
-j // (HV // H)), K = key head dim, V = value head dim, Q = tokens of one sequence, C = state slots per sequence
-(>= Q; 1 + k for k speculative tokens). Index tensors are int32; slot -1 is padding.
-
-The scheme (see verify.py): sequence n starts from the state in slot state_indices[n, a - 1] (a = num_accepted[n])
+The scheme (see ops.py): sequence n starts from the state in slot state_indices[n, a - 1] (a = num_accepted[n])
 and writes its state after token i to slot state_indices[n, i]. One program per (sequence, value head, V block of
 BV) keeps its [K, BV] slice of the state in registers over the Q tokens; the slices are disjoint, and the slice of
 the slot read first is overwritten (if at all) by the same program, after the read.
@@ -14,12 +10,11 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_recurrent import gdr_step, l2norm_vec, value_blocks
-from .verify import recurrent_gated_delta_rule_verify
+from ..utils.triton import gated_delta_rule_step, l2norm_vec, value_blocks
 
 
 @triton.jit
-def recurrent_gdr_verify_kernel(
+def recurrent_gated_delta_rule_verify_kernel(
     q, k, v, g, beta, o, ssm_states, cu_seqlens, state_indices, num_accepted, scale,
     C, stride_q_t, stride_k_t, stride_v_t, stride_g_t, stride_b_t, stride_s_n, stride_i_n,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
@@ -55,7 +50,7 @@ def recurrent_gdr_verify_kernel(
         b_v = tl.load(v + t * stride_v_t + i_hv * V + o_v, mask=m_v, other=0).to(tl.float32)
         b_g = tl.load(g + t * stride_g_t + i_hv)
         b_beta = tl.load(beta + t * stride_b_t + i_hv)
-        b_h, b_o = gdr_step(b_h, l2norm_vec(b_q, USE_L2NORM) * scale, l2norm_vec(b_k, USE_L2NORM), b_v, b_g, b_beta)
+        b_h, b_o = gated_delta_rule_step(b_h, l2norm_vec(b_q, USE_L2NORM) * scale, l2norm_vec(b_k, USE_L2NORM), b_v, b_g, b_beta)
         tl.store(p_o + i * (HV * V), b_o.to(o.dtype.element_ty), mask=m_v)
         w_slot = tl.load(p_slots + i, mask=i < C, other=-1).to(tl.int64)  # -1 (or a column past C): no write
         if w_slot >= 0:
@@ -64,7 +59,7 @@ def recurrent_gdr_verify_kernel(
 
 def recurrent_gated_delta_rule_verify_triton(q, k, v, g, beta, scale, ssm_states, cu_seqlens, state_indices,
                                              num_accepted, use_qk_l2norm, BV=None, num_warps=None):
-    """Triton recurrent_gated_delta_rule_verify; same contract as the CPU op (see verify.py).
+    """Triton recurrent_gated_delta_rule_verify; same contract as the CPU op (see ops.py).
 
     q, k: [T, H, K], v: [T, HV, V] (row-strided views allowed), g, beta: [T, HV] fp32, ssm_states: [S, HV, K, V]
     (mutated; fp32 or bf16), cu_seqlens: [N+1] int32, state_indices: [N, C] int32, num_accepted: [N] int32.
@@ -88,7 +83,7 @@ def recurrent_gated_delta_rule_verify_triton(q, k, v, g, beta, scale, ssm_states
     if T == 0 or N == 0:
         return o
     BV, num_warps = value_blocks(N * HV, V, BV, num_warps)
-    recurrent_gdr_verify_kernel[(N * HV, triton.cdiv(V, BV))](
+    recurrent_gated_delta_rule_verify_kernel[(N * HV, triton.cdiv(V, BV))](
         q, k, v, g, beta, o, ssm_states, cu_seqlens, state_indices, num_accepted, scale,
         C, q.stride(0), k.stride(0), v.stride(0), g.stride(0), beta.stride(0), ssm_states.stride(0),
         state_indices.stride(0),
@@ -96,5 +91,3 @@ def recurrent_gated_delta_rule_verify_triton(q, k, v, g, beta, scale, ssm_states
     )
     return o
 
-
-recurrent_gated_delta_rule_verify.register_kernel("cuda")(recurrent_gated_delta_rule_verify_triton)

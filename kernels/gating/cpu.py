@@ -1,7 +1,4 @@
-"""GDN gating on CPU.
-
-T = total tokens, HV = value heads.
-"""
+"""GDN gating on CPU."""
 import torch
 import torch.nn.functional as F
 

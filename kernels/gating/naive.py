@@ -1,7 +1,4 @@
-"""Reference GDN gating, written out elementwise in fp32. This file is the specification.
-
-T = total tokens, HV = value heads.
-"""
+"""Reference GDN gating, written out elementwise in fp32. This file is the specification."""
 import torch
 
 

@@ -1,10 +1,9 @@
-"""Op registration: torch.ops.qwen3next.gdn_gating.
-
-T = total tokens, HV = value heads.
-"""
+"""torch.ops.qwen3next.gdn_gating: schema, fake, the CPU implementation, the CUDA backends."""
 import torch
 
 from .cpu import gdn_gating_cpu
+
+CUDA_BACKENDS = {"gdn_gating": {"triton": "qwen3next_kernels.gating.triton:gdn_gating_triton"}}
 
 
 @torch.library.custom_op("qwen3next::gdn_gating", mutates_args=(), device_types="cpu")

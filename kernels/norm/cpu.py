@@ -1,7 +1,4 @@
-"""Gated RMSNorm on CPU, the arithmetic of transformers' Qwen3NextRMSNormGated.
-
-T = total tokens, HV = value heads, V = value head dim.
-"""
+"""Gated RMSNorm on CPU, the arithmetic of transformers' Qwen3NextRMSNormGated."""
 import torch
 import torch.nn.functional as F
 

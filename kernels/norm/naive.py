@@ -1,7 +1,4 @@
-"""Reference gated RMSNorm, one token at a time, fp32. This file is the specification.
-
-T = total tokens, HV = value heads, V = value head dim.
-"""
+"""Reference gated RMSNorm, one token at a time, fp32. This file is the specification."""
 import torch
 
 

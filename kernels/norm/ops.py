@@ -1,10 +1,9 @@
-"""Op registration: torch.ops.qwen3next.gated_rms_norm.
-
-T = total tokens, HV = value heads, V = value head dim.
-"""
+"""torch.ops.qwen3next.gated_rms_norm: schema, fake, the CPU implementation, the CUDA backends."""
 import torch
 
 from .cpu import gated_rms_norm_cpu
+
+CUDA_BACKENDS = {"gated_rms_norm": {"triton": "qwen3next_kernels.norm.triton:gated_rms_norm_triton"}}
 
 
 @torch.library.custom_op("qwen3next::gated_rms_norm", mutates_args=(), device_types="cpu")

@@ -31,6 +31,7 @@ from vllm.utils.torch_utils import direct_register_custom_op
 from vllm.v1.attention.backends.registry import MambaAttentionBackendEnum
 
 from vllm_qwen3next.layers.state import gdn_state_dtypes, gdn_state_shapes
+from vllm_qwen3next import warmup
 
 ops = torch.ops.qwen3next
 
@@ -60,31 +61,50 @@ class Qwen3NextGatedDeltaNet(nn.Module, MambaBase):
         hidden = config.hidden_size
         total_key_dim = self.total_k_heads * self.head_k_dim
         total_value_dim = self.total_v_heads * self.head_v_dim
+        quant_config = vllm_config.quant_config
         self.in_proj_qkvz = ColumnParallelLinear(
             hidden,
             2 * total_key_dim + 2 * total_value_dim,
             bias=False,
+            quant_config=quant_config,
             prefix=f"{prefix}.in_proj_qkvz",
         )
-        self.in_proj_qkvz.weight.weight_loader = self._load_in_proj_qkvz
         self.in_proj_ba = ColumnParallelLinear(
-            hidden, 2 * self.total_v_heads, bias=False, prefix=f"{prefix}.in_proj_ba"
+            hidden,
+            2 * self.total_v_heads,
+            bias=False,
+            quant_config=quant_config,
+            prefix=f"{prefix}.in_proj_ba",
         )
-        self.in_proj_ba.weight.weight_loader = self._load_in_proj_ba
+        # Every tensor of these layers (weight, scales, packed weights, zero points)
+        # is re-ordered from per-key-head groups to flat blocks at load.
+        for param in self.in_proj_qkvz.parameters():
+            param.weight_loader = self._load_in_proj_qkvz
+        for param in self.in_proj_ba.parameters():
+            param.weight_loader = self._load_in_proj_ba
 
         # Depthwise conv weight [D, W]; the checkpoint stores [D_total, 1, W].
         self.conv1d = nn.Module()
         self.conv1d.weight = nn.Parameter(
             torch.empty(self.conv_dim, self.conv_kernel_size), requires_grad=False
         )
-        set_weight_attrs(self.conv1d.weight, {"weight_loader": self._load_conv1d})
+        set_weight_attrs(
+            self.conv1d.weight,
+            {
+                "weight_loader": self._load_conv1d,
+                "checkpoint_shape": (2 * total_key_dim + total_value_dim, 1, self.conv_kernel_size),
+            },
+        )
 
         self.A_log = nn.Parameter(
             torch.empty(self.num_v_heads, dtype=torch.float32), requires_grad=False
         )
         self.dt_bias = nn.Parameter(torch.empty(self.num_v_heads), requires_grad=False)
         for param in (self.A_log, self.dt_bias):
-            set_weight_attrs(param, {"weight_loader": sharded_weight_loader(0)})
+            set_weight_attrs(
+                param,
+                {"weight_loader": sharded_weight_loader(0), "checkpoint_shape": (self.total_v_heads,)},
+            )
 
         # Gated RMSNorm over each value head: weight [V], shared by all heads.
         self.norm = nn.Module()
@@ -95,6 +115,7 @@ class Qwen3NextGatedDeltaNet(nn.Module, MambaBase):
             hidden,
             bias=False,
             input_is_parallel=True,
+            quant_config=quant_config,
             prefix=f"{prefix}.out_proj",
         )
 
@@ -105,8 +126,10 @@ class Qwen3NextGatedDeltaNet(nn.Module, MambaBase):
         self.kv_cache = (torch.tensor([]), torch.tensor([]))
         if current_platform.is_cpu():
             cpu_ext.available()  # build (once per machine) and load the C++ decode kernels now, not at the first step
+        # vLLM's Qwen GDN warm-up would take this layer for its own (it matches by attribute
+        # names) and crash: skip it there, warm our Triton kernels instead (warmup.py).
+        warmup.register_layer(self, current_platform.device_type)
 
-    # --- vLLM hybrid cache interface ------------------------------------
     @property
     def mamba_type(self) -> MambaAttentionBackendEnum:
         return MambaAttentionBackendEnum.GDN_ATTN
@@ -117,24 +140,27 @@ class Qwen3NextGatedDeltaNet(nn.Module, MambaBase):
     def get_state_dtype(self) -> tuple[torch.dtype, torch.dtype]:
         return gdn_state_dtypes(self.vllm_config)
 
-    # --- weight loading ---------------------------------------------------
-    def _key_head_groups(self, loaded: torch.Tensor) -> torch.Tensor:
-        """This rank's key-head groups of a grouped projection: [H, rows, hidden]."""
-        groups = loaded.view(self.total_k_heads, -1, loaded.shape[-1])
-        return groups[self.tp_rank * self.num_k_heads : (self.tp_rank + 1) * self.num_k_heads]
-
     def _load_in_proj_qkvz(self, param: torch.Tensor, loaded: torch.Tensor) -> None:
         ratio = self.total_v_heads // self.total_k_heads
         k, v = self.head_k_dim, ratio * self.head_v_dim
-        q_, k_, v_, z_ = self._key_head_groups(loaded).split([k, k, v, v], dim=1)
-        flat = [t.reshape(-1, loaded.shape[-1]) for t in (q_, k_, v_, z_)]
-        param.data.copy_(torch.cat(flat, dim=0))
+        self._load_grouped(param, loaded, "in_proj_qkvz", [k, k, v, v])
 
     def _load_in_proj_ba(self, param: torch.Tensor, loaded: torch.Tensor) -> None:
         ratio = self.total_v_heads // self.total_k_heads
-        b_, a_ = self._key_head_groups(loaded).split([ratio, ratio], dim=1)
-        flat = [t.reshape(-1, loaded.shape[-1]) for t in (b_, a_)]
-        param.data.copy_(torch.cat(flat, dim=0))
+        self._load_grouped(param, loaded, "in_proj_ba", [ratio, ratio])
+
+    def _load_grouped(self, param, loaded: torch.Tensor, name: str, segments: list[int]) -> None:
+        """One tensor of a grouped projection. Tensors without an output axis
+        (per-tensor scales, ``weight_shape``, ``g_idx``) are copied as they are."""
+        output_dim = getattr(param, "output_dim", None)
+        if output_dim is None:
+            param.data.copy_(loaded.reshape(param.shape))
+            return
+        local = regroup_rows(
+            loaded, output_dim, segments, self.total_k_heads, self.tp_rank, self.tp_size,
+            what=f"{self.prefix}.{name}",
+        )
+        param.data.copy_(local)
 
     def _load_conv1d(self, param: torch.Tensor, loaded: torch.Tensor) -> None:
         """Checkpoint channels are flat ``[q | k | v]``: shard each segment."""
@@ -147,7 +173,6 @@ class Qwen3NextGatedDeltaNet(nn.Module, MambaBase):
         ]
         param.data.copy_(torch.cat(local, dim=0))
 
-    # --- forward ------------------------------------------------------------
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         num_tokens = hidden_states.shape[0]
         qkvz, _ = self.in_proj_qkvz(hidden_states)  # [T, D + HV*V]
@@ -234,7 +259,7 @@ class Qwen3NextGatedDeltaNet(nn.Module, MambaBase):
 
     def _decode(self, mixed_qkv, z, b, a, conv_state, ssm_state, slots):
         """One token per sequence, the whole step in one op (normalised output)."""
-        return ops.fused_gdn_decode(
+        return ops.gdn_decode(
             mixed_qkv, z, a, b, self.conv1d.weight, None, conv_state, self.A_log, self.dt_bias,
             self.norm.weight, self.eps, self.scale, ssm_state, slots, True,
         )
@@ -276,6 +301,43 @@ class Qwen3NextGatedDeltaNet(nn.Module, MambaBase):
         return ops.recurrent_gated_delta_rule_verify(
             q, k, v, g, beta, self.scale, ssm_state, cu_seqlens, slots, accepted, True
         )
+
+
+def regroup_rows(
+    loaded: torch.Tensor,
+    dim: int,
+    segments: list[int],
+    num_groups: int,
+    tp_rank: int = 0,
+    tp_size: int = 1,
+    what: str = "tensor",
+) -> torch.Tensor:
+    """Re-order a grouped projection tensor along its output axis ``dim``.
+
+    The checkpoint's output rows come in ``num_groups`` key-head groups, each
+    ``segments`` rows long (``[q, k, v, z]`` or ``[b, a]``); the result holds this
+    rank's groups with each segment gathered: ``[q... | k... | v... | z...]``.
+    Along ``dim`` a tensor may count rows in units (8 rows per packed int32, 128
+    per block scale); every segment must then be a whole number of units.
+    """
+    rows = num_groups * sum(segments)
+    length = loaded.shape[dim]
+    unit = rows // length
+    if unit * length != rows or any(size % unit for size in segments):
+        raise ValueError(
+            f"{what}: the checkpoint tensor has {length} entries along its output axis for "
+            f"{rows} rows in {num_groups} groups of {segments}; its rows cannot be re-ordered "
+            f"per key-head group (units of {rows / length:g} rows straddle the groups). Leave "
+            "this projection unquantized (Qwen's FP8 checkpoints do), or serve the checkpoint "
+            "with vLLM's built-in model (VLLM_PLUGINS=)."
+        )
+    moved = loaded.movedim(dim, 0)
+    groups = moved.reshape(num_groups, length // num_groups, *moved.shape[1:])
+    per_rank = num_groups // tp_size
+    groups = groups[tp_rank * per_rank : (tp_rank + 1) * per_rank]
+    parts = groups.split([size // unit for size in segments], dim=1)
+    flat = torch.cat([part.reshape(-1, *moved.shape[1:]) for part in parts], dim=0)
+    return flat.movedim(0, dim)
 
 
 def qwen3next_gdn_core(

@@ -1,23 +1,15 @@
-"""One-launch CUDA kernels for the fused GDN ops of fused_ops.py: the decode step and speculative verification.
-(The fused prefill reuses the chunked kernels of triton_chunk.py with the gating inside.)
+"""The whole GDN decode step in one Triton launch (gdn_decode, see ops.py): conv update, gating, l2norm, one
+delta-rule step and the gated RMSNorm readout.
 
-Both split each sequence's state over many small programs, as the fastest decode kernels do, so that enough
-loads are in flight to run at copy bandwidth; what a key head group shares (conv state, RMSNorm over V, the
-verification records) is finished by the group's last program, found with an atomic counter.
-
-B = sequences of a decode batch, T1 = tokens per sequence in a verification step, S = state slots,
-D = conv channels (q | k | v), W = conv width, L = conv state length, H = key heads, HV = value heads,
-G = HV // H, K = key head dim, V = value head dim. Index tensors are int32; slot -1 is padding.
+Each sequence's state is split over many small programs, as the fastest decode kernels do, so that enough loads are
+in flight to run at copy bandwidth; what a key-head group shares (the conv state, the RMSNorm over V) is finished by
+the group's last program, found with an atomic counter. G = HV // H.
 """
 import torch
 import triton
 import triton.language as tl
 
-from ..gating.triton_gating import softplus_gate
-from ..norm.triton_norm import gated_rms_norm_apply
-from .fused_ops import fused_gdn_decode, fused_gdn_prefill, gated_delta_rule_verify, spec_cache_width
-from .triton_chunk import chunk_gdr_fwd_triton
-from .triton_recurrent import gdr_step, l2norm_vec, value_blocks
+from ..utils.triton import gated_delta_rule_step, gated_rms_norm_apply, l2norm_vec, softplus_gate, value_blocks
 
 
 @triton.jit
@@ -50,7 +42,7 @@ def conv_state_shift(p_x, p_state, o_c, m_c, stride_s_l, L: tl.constexpr, BL: tl
 
 
 @triton.jit
-def fused_gdn_decode_kernel(
+def gdn_decode_kernel(
     mixed_qkv, z, a, b, conv_weight, conv_bias, conv_states, A_log, dt_bias, norm_weight, ssm_states,
     state_indices, out, counters, scale, eps,
     stride_x_b, stride_z_b, stride_z_h, stride_a_b, stride_b_b, stride_c_n, stride_c_l, stride_s_n,
@@ -92,7 +84,7 @@ def fused_gdn_decode_kernel(
     p_h = ssm_states + slot * stride_s_n + i_hv * K * V + o_k[:, None] * V + o_v[None, :]
     m_h = m_k[:, None] & m_v[None, :]
     b_h = tl.load(p_h, mask=m_h, other=0).to(tl.float32)
-    b_h, b_o = gdr_step(b_h, b_q, b_k, b_v, b_g, b_beta)
+    b_h, b_o = gated_delta_rule_step(b_h, b_q, b_k, b_v, b_g, b_beta)
     tl.store(p_h, b_h.to(ssm_states.dtype.element_ty), mask=m_h)
     tl.store(p_out + o_v, b_o.to(out.dtype.element_ty), mask=m_v)
 
@@ -129,9 +121,9 @@ def arrival_counters(n: int, device: torch.device) -> torch.Tensor:
     return c
 
 
-def fused_gdn_decode_triton(mixed_qkv, z, a, b, conv_weight, conv_bias, conv_states, A_log, dt_bias, norm_weight,
+def gdn_decode_triton(mixed_qkv, z, a, b, conv_weight, conv_bias, conv_states, A_log, dt_bias, norm_weight,
                             norm_eps, scale, ssm_states, state_indices, use_qk_l2norm, BV=None, num_warps=None):
-    """Triton fused_gdn_decode (see fused_ops.py), one launch. Returns out: [B, HV, V]."""
+    """Triton gdn_decode (see ops.py), one launch. Returns out: [B, HV, V]."""
     B, D = mixed_qkv.shape
     HV, K, V = ssm_states.shape[1:]
     H = (D - HV * V) // (2 * K)
@@ -152,7 +144,7 @@ def fused_gdn_decode_triton(mixed_qkv, z, a, b, conv_weight, conv_bias, conv_sta
         return out
     BV, num_warps = value_blocks(B * HV, V, BV, num_warps)
     round_product = torch.promote_types(norm_weight.dtype, mixed_qkv.dtype) != torch.float32
-    fused_gdn_decode_kernel[(B * HV, triton.cdiv(V, BV))](
+    gdn_decode_kernel[(B * HV, triton.cdiv(V, BV))](
         mixed_qkv, z, a, b, conv_weight, conv_bias, conv_states, A_log, dt_bias, norm_weight, ssm_states,
         state_indices, out, arrival_counters(B * H, out.device), scale, norm_eps,
         mixed_qkv.stride(0), z.stride(0), z.stride(1), a.stride(0), b.stride(0), conv_states.stride(0),
@@ -163,109 +155,3 @@ def fused_gdn_decode_triton(mixed_qkv, z, a, b, conv_weight, conv_bias, conv_sta
         num_warps=num_warps,
     )
     return out
-
-
-@triton.jit
-def gdr_verify_kernel(
-    q, k, v, g, beta, o, ssm_states, spec_cache, state_indices, num_replay, counters, scale,
-    stride_s_n, stride_c_n,
-    T1: tl.constexpr, H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-    BK: tl.constexpr, BV: tl.constexpr, BVF: tl.constexpr, USE_L2NORM: tl.constexpr,
-):
-    # One program per (sequence, value head, V block). The records of a key head group are read by all its
-    # programs; the last to arrive (atomic counter) writes the new ones.
-    G: tl.constexpr = HV // H
-    NV: tl.constexpr = (V + BV - 1) // BV
-    F: tl.constexpr = H * K + HV * V + 2 * HV  # record width
-    i_bhv, i_v = tl.program_id(0), tl.program_id(1)
-    i_b, i_hv = i_bhv // HV, i_bhv % HV
-    i_h = i_hv // G
-    o_k = tl.arange(0, BK)
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_k = o_k < K
-    m_v = o_v < V
-    m_h = m_k[:, None] & m_v[None, :]
-    t0 = i_b.to(tl.int64) * T1  # first token of the sequence
-    slot = tl.load(state_indices + i_b).to(tl.int64)
-    if slot < 0:
-        for t in range(T1):
-            tl.store(o + ((t0 + t) * HV + i_hv) * V + o_v, tl.zeros([BV], dtype=o.dtype.element_ty), mask=m_v)
-        return
-    n_rep = tl.load(num_replay + i_b)
-    p_rec = spec_cache + slot * stride_c_n
-    p_h = ssm_states + slot * stride_s_n + i_hv * K * V + o_k[:, None] * V + o_v[None, :]
-    b_h = tl.load(p_h, mask=m_h, other=0).to(tl.float32)
-    for t in range(n_rep):
-        p_r = p_rec + t * F
-        b_k = tl.load(p_r + i_h * K + o_k, mask=m_k, other=0)
-        b_v = tl.load(p_r + H * K + i_hv * V + o_v, mask=m_v, other=0)
-        b_h = b_h * tl.exp(tl.load(p_r + H * K + HV * V + i_hv))
-        b_v = tl.load(p_r + H * K + HV * V + HV + i_hv) * (b_v - tl.sum(b_h * b_k[:, None], 0))
-        b_h = b_h + b_k[:, None] * b_v[None, :]
-    tl.store(p_h, b_h.to(ssm_states.dtype.element_ty), mask=m_h)  # the new base state
-    for t in range(T1):
-        b_q = l2norm_vec(tl.load(q + ((t0 + t) * H + i_h) * K + o_k, mask=m_k, other=0).to(tl.float32), USE_L2NORM)
-        b_k = l2norm_vec(tl.load(k + ((t0 + t) * H + i_h) * K + o_k, mask=m_k, other=0).to(tl.float32), USE_L2NORM)
-        b_v = tl.load(v + ((t0 + t) * HV + i_hv) * V + o_v, mask=m_v, other=0).to(tl.float32)
-        b_h, b_o = gdr_step(b_h, b_q * scale, b_k, b_v, tl.load(g + (t0 + t) * HV + i_hv),
-                            tl.load(beta + (t0 + t) * HV + i_hv))
-        tl.store(o + ((t0 + t) * HV + i_hv) * V + o_v, b_o.to(o.dtype.element_ty), mask=m_v)
-
-    p_cnt = counters + i_b * H + i_h
-    tl.debug_barrier()  # all threads' stores precede the release of the arrival
-    if tl.atomic_add(p_cnt, 1, sem="acq_rel") == G * NV - 1:
-        o_f = tl.arange(0, BVF)
-        m_f = o_f < V
-        for t in range(T1):
-            p_r = p_rec + t * F
-            b_k = l2norm_vec(tl.load(k + ((t0 + t) * H + i_h) * K + o_k, mask=m_k, other=0).to(tl.float32),
-                             USE_L2NORM)
-            tl.store(p_r + i_h * K + o_k, b_k, mask=m_k)
-            for j in tl.static_range(G):
-                j_hv = i_h * G + j
-                b_v = tl.load(v + ((t0 + t) * HV + j_hv) * V + o_f, mask=m_f, other=0).to(tl.float32)
-                tl.store(p_r + H * K + j_hv * V + o_f, b_v, mask=m_f)
-                tl.store(p_r + H * K + HV * V + j_hv, tl.load(g + (t0 + t) * HV + j_hv))
-                tl.store(p_r + H * K + HV * V + HV + j_hv, tl.load(beta + (t0 + t) * HV + j_hv))
-        tl.store(p_cnt, 0)
-
-
-def gated_delta_rule_verify_triton(q, k, v, g, beta, scale, ssm_states, spec_cache, state_indices, num_replay,
-                                   use_qk_l2norm, BV=None, num_warps=None):
-    """Triton gated_delta_rule_verify (see fused_ops.py): one state read and one written per sequence."""
-    B = state_indices.shape[0]
-    HV, K, V = ssm_states.shape[1:]
-    H = q.shape[1]
-    T1 = q.shape[0] // B if B else 0
-    assert q.shape == (B * T1, H, K) and k.shape == q.shape and v.shape == (B * T1, HV, V)
-    assert q.is_contiguous() and k.is_contiguous() and v.is_contiguous()
-    assert g.shape == (B * T1, HV) and beta.shape == g.shape and g.is_contiguous() and beta.is_contiguous()
-    assert g.dtype == beta.dtype == torch.float32
-    assert ssm_states.stride()[1:] == (K * V, V, 1), "each state slot must be a contiguous [HV, K, V]"
-    assert spec_cache.dtype == torch.float32 and spec_cache.shape[1:] == (T1, spec_cache_width(H, HV, K, V))
-    assert spec_cache.stride()[1:] == (spec_cache.shape[2], 1)
-    assert state_indices.dtype == num_replay.dtype == torch.int32
-    assert state_indices.is_contiguous() and num_replay.is_contiguous() and num_replay.shape == (B,)
-    o = torch.empty(B * T1, HV, V, dtype=v.dtype, device=v.device)
-    if B == 0:
-        return o
-    BV, num_warps = value_blocks(B * HV, V, BV, num_warps)
-    gdr_verify_kernel[(B * HV, triton.cdiv(V, BV))](
-        q, k, v, g, beta, o, ssm_states, spec_cache, state_indices, num_replay, arrival_counters(B * H, o.device),
-        scale, ssm_states.stride(0), spec_cache.stride(0),
-        T1=T1, H=H, HV=HV, K=K, V=V, BK=triton.next_power_of_2(K), BV=BV, BVF=triton.next_power_of_2(V),
-        USE_L2NORM=use_qk_l2norm, num_warps=num_warps,
-    )
-    return o
-
-
-def fused_gdn_prefill_triton(q, k, v, a, b, A_log, dt_bias, scale, ssm_states, cu_seqlens, state_indices,
-                             has_initial_state, use_qk_l2norm):
-    """Triton fused_gdn_prefill: the chunked kernels with the gating computed inside them."""
-    return chunk_gdr_fwd_triton(q, k, v, a, b, scale, ssm_states, cu_seqlens, state_indices, has_initial_state,
-                                use_qk_l2norm, A_log=A_log, dt_bias=dt_bias)
-
-
-fused_gdn_prefill.register_kernel("cuda")(fused_gdn_prefill_triton)
-fused_gdn_decode.register_kernel("cuda")(fused_gdn_decode_triton)
-gated_delta_rule_verify.register_kernel("cuda")(gated_delta_rule_verify_triton)

@@ -1,26 +1,9 @@
-"""Gated RMSNorm in Triton, the arithmetic of transformers' Qwen3NextRMSNormGated.
-
-T = total tokens, HV = value heads, V = value head dim.
-"""
+"""Gated RMSNorm in Triton, the arithmetic of transformers' Qwen3NextRMSNormGated."""
 import torch
 import triton
 import triton.language as tl
 
-from .ops import gated_rms_norm
-
-
-@triton.jit
-def gated_rms_norm_apply(b_x, b_z, b_w, eps, V: tl.constexpr, ROUND_DTYPE: tl.constexpr,
-                         ROUND_PRODUCT: tl.constexpr):
-    """b_x, b_z: [R, BV] fp32 (zeros past V), b_w: [BV] fp32 -> [R, BV] fp32.
-
-    h = x * rsqrt(mean(x^2) + eps) rounded to ROUND_DTYPE, times weight (rounded again when the weight is
-    low precision too, as torch's promotion does), times silu(z)."""
-    rstd = 1.0 / tl.sqrt(tl.sum(b_x * b_x, 1) / V + eps)  # [R]
-    b_h = (b_x * rstd[:, None]).to(ROUND_DTYPE).to(tl.float32) * b_w[None, :]
-    if ROUND_PRODUCT:
-        b_h = b_h.to(ROUND_DTYPE).to(tl.float32)
-    return b_h * b_z * tl.sigmoid(b_z)
+from ..utils.triton import gated_rms_norm_apply
 
 
 @triton.jit
@@ -61,5 +44,3 @@ def gated_rms_norm_triton(x: torch.Tensor, z: torch.Tensor, weight: torch.Tensor
     )
     return out
 
-
-gated_rms_norm.register_kernel("cuda")(gated_rms_norm_triton)

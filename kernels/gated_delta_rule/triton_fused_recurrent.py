@@ -1,34 +1,13 @@
-"""One recurrent gated delta rule step per sequence (decode) in Triton, the state read and written in place by slot.
-
-B = sequences of the decode batch, S = state slots, H = key heads, HV = value heads (value head j reads key head
-j // (HV // H)), K = key head dim, V = value head dim.
-"""
+"""One recurrent gated delta rule step per sequence (decode) in Triton, the state read and written in place by slot."""
 import torch
 import triton
 import triton.language as tl
 
-from .ops import fused_recurrent_gated_delta_rule
+from ..utils.triton import gated_delta_rule_step, l2norm_vec, value_blocks
 
 
 @triton.jit
-def l2norm_vec(b_x, USE_L2NORM: tl.constexpr):
-    """fla's l2norm of an fp32 vector: x * rsqrt(sum(x^2) + 1e-6)."""
-    if USE_L2NORM:
-        b_x = b_x * (1.0 / tl.sqrt(tl.sum(b_x * b_x, 0) + 1e-6))
-    return b_x
-
-
-@triton.jit
-def gdr_step(b_h, b_q, b_k, b_v, b_g, b_beta):
-    """One step on a [K, BV] fp32 state slice: returns (new state, o [BV])."""
-    b_h = b_h * tl.exp(b_g)
-    b_v = b_beta * (b_v - tl.sum(b_h * b_k[:, None], 0))
-    b_h = b_h + b_k[:, None] * b_v[None, :]
-    return b_h, tl.sum(b_h * b_q[:, None], 0)
-
-
-@triton.jit
-def fused_recurrent_gdr_fwd_kernel(
+def fused_recurrent_gated_delta_rule_fwd_kernel(
     q, k, v, g, beta, o, ssm_states, state_indices, scale,
     stride_q_b, stride_k_b, stride_v_b, stride_g_b, stride_b_b, stride_s_n,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
@@ -54,19 +33,9 @@ def fused_recurrent_gdr_fwd_kernel(
     b_v = tl.load(v + i_b * stride_v_b + i_hv * V + o_v, mask=m_v, other=0).to(tl.float32)
     b_g = tl.load(g + i_b * stride_g_b + i_hv)
     b_beta = tl.load(beta + i_b * stride_b_b + i_hv)
-    b_h, b_o = gdr_step(b_h, b_q * scale, b_k, b_v, b_g, b_beta)
+    b_h, b_o = gated_delta_rule_step(b_h, b_q * scale, b_k, b_v, b_g, b_beta)
     tl.store(p_o, b_o.to(o.dtype.element_ty), mask=m_v)
     tl.store(p_h, b_h.to(ssm_states.dtype.element_ty), mask=m_h)
-
-
-def value_blocks(n_heads: int, V: int, BV=None, num_warps=None):
-    """(BV, num_warps) of the decode kernels, for n_heads = B * HV state slices of [K, V]. Many slices: whole
-    [K, V] tiles, contiguous in the [S, HV, K, V] cache (rows of 64 B at BV = 32 halve the HBM rate on the H200);
-    few: narrow V blocks, so that enough programs run at once."""
-    if BV is None:
-        BV, nw = (128, 4) if n_heads >= 2048 else ((64, 4) if n_heads >= 256 else (16, 1))
-        num_warps = num_warps or nw
-    return min(BV, triton.next_power_of_2(V)), num_warps or 1
 
 
 def fused_recurrent_gated_delta_rule_triton(q, k, v, g, beta, scale, ssm_states, state_indices, use_qk_l2norm,
@@ -86,12 +55,10 @@ def fused_recurrent_gated_delta_rule_triton(q, k, v, g, beta, scale, ssm_states,
         return o
     BK = triton.next_power_of_2(K)
     BV, num_warps = value_blocks(B * HV, V, BV, num_warps)
-    fused_recurrent_gdr_fwd_kernel[(B * HV, triton.cdiv(V, BV))](
+    fused_recurrent_gated_delta_rule_fwd_kernel[(B * HV, triton.cdiv(V, BV))](
         q, k, v, g, beta, o, ssm_states, state_indices, scale,
         q.stride(0), k.stride(0), v.stride(0), g.stride(0), beta.stride(0), ssm_states.stride(0),
         H=H, HV=HV, K=K, V=V, BK=BK, BV=BV, USE_L2NORM=use_qk_l2norm, num_warps=num_warps,
     )
     return o
 
-
-fused_recurrent_gated_delta_rule.register_kernel("cuda")(fused_recurrent_gated_delta_rule_triton)

@@ -1,20 +1,9 @@
-"""GDN gating in Triton: g = -exp(A_log) * softplus(a + dt_bias), beta = sigmoid(b), fp32 out.
-
-T = total tokens, HV = value heads.
-"""
+"""GDN gating in Triton: g = -exp(A_log) * softplus(a + dt_bias), beta = sigmoid(b), fp32 out."""
 import torch
 import triton
 import triton.language as tl
 
-from .ops import gdn_gating
-
-
-@triton.jit
-def softplus_gate(a, A_log, dt_bias):
-    """-exp(A_log) * softplus(a + dt_bias) in fp32; softplus with beta 1 and threshold 20, as torch's."""
-    x = a.to(tl.float32) + dt_bias.to(tl.float32)
-    sp = tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(tl.minimum(x, 20.0))))
-    return -tl.exp(A_log.to(tl.float32)) * sp
+from ..utils.triton import softplus_gate
 
 
 @triton.jit
@@ -56,5 +45,3 @@ def gdn_gating_triton(A_log: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
     )
     return g, beta
 
-
-gdn_gating.register_kernel("cuda")(gdn_gating_triton)

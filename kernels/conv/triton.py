@@ -1,44 +1,14 @@
-"""Causal depthwise conv in Triton: varlen prefill and the single-token update, states in place by slot.
-
-T = total tokens, B = sequences of a decode batch, N = sequences, S = state slots,
-D = conv channels, W = conv width, L = conv state length (>= W - 1). Index tensors are int32; slot -1 is padding.
-"""
+"""Causal depthwise conv in Triton: varlen prefill and the single-token update, states in place by slot."""
 import torch
 import triton
 import triton.language as tl
 
-from .ops import causal_conv1d_fwd, causal_conv1d_update
-
-
-@triton.jit
-def seq_chunk_of_program(cu_seqlens, N, i_p, BT: tl.constexpr, BN: tl.constexpr):
-    """Maps program i_p onto (sequence, chunk of BT tokens) without a host sync: chunk counts are summed in-kernel.
-
-    Returns (i_n, bos, eos, i_c, valid); valid is False for the surplus programs of the cdiv(T, BT) + N grid.
-    """
-    o_n = tl.arange(0, BN)
-    m_n = o_n < N
-    b_bos = tl.load(cu_seqlens + o_n, mask=m_n, other=0)
-    b_eos = tl.load(cu_seqlens + o_n + 1, mask=m_n, other=0)
-    b_nc = tl.where(m_n, (b_eos - b_bos + BT - 1) // BT, 0)  # [BN]
-    b_cum = tl.cumsum(b_nc, 0)  # inclusive
-    i_n = tl.sum((b_cum <= i_p).to(tl.int32), 0)
-    valid = i_n < N
-    i_n = tl.minimum(i_n, N - 1)
-    i_c = i_p - tl.sum(tl.where(o_n == i_n, b_cum - b_nc, 0), 0)
-    bos = tl.load(cu_seqlens + i_n)
-    eos = tl.load(cu_seqlens + i_n + 1)
-    return i_n, bos, eos, i_c, valid
-
-
-def seq_block(N: int) -> int:
-    """Power-of-two width of the in-kernel sequence table, in few buckets so that batch sizes share a compile."""
-    return next(b for b in (16, 128, 1024, triton.next_power_of_2(N)) if N <= b)
+from ..utils.triton import seq_block, seq_chunk_of_program
 
 
 @triton.jit(do_not_specialize=["N"])
 def causal_conv1d_fwd_kernel(
-    x, weight, bias, conv_states, cu_seqlens, cache_indices, has_initial_state, out,
+    x, weight, bias, conv_states, cu_seqlens, state_indices, has_initial_state, out,
     N, D, stride_x_t, stride_s_n, stride_s_l,
     W: tl.constexpr, L: tl.constexpr, BL: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr,
     HAS_BIAS: tl.constexpr, ACTIVATION_SILU: tl.constexpr,
@@ -51,7 +21,7 @@ def causal_conv1d_fwd_kernel(
     o_d = i_d * BD + tl.arange(0, BD)  # [BD]
     m_t = o_t < eos
     m_d = o_d < D
-    slot = tl.load(cache_indices + i_n).to(tl.int64)
+    slot = tl.load(state_indices + i_n).to(tl.int64)
     p_out = out + o_t[:, None] * D + o_d[None, :]
     if slot < 0:
         tl.store(p_out, tl.zeros([BT, BD], dtype=out.dtype.element_ty), mask=m_t[:, None] & m_d[None, :])
@@ -94,7 +64,7 @@ def causal_conv1d_fwd_kernel(
 
 @triton.jit
 def causal_conv1d_update_kernel(
-    x, weight, bias, conv_states, cache_indices, out,
+    x, weight, bias, conv_states, state_indices, out,
     D, stride_x_b, stride_s_n, stride_s_l,
     W: tl.constexpr, L: tl.constexpr, BW: tl.constexpr, BL: tl.constexpr, BD: tl.constexpr,
     HAS_BIAS: tl.constexpr, ACTIVATION_SILU: tl.constexpr,
@@ -102,7 +72,7 @@ def causal_conv1d_update_kernel(
     i_b, i_d = tl.program_id(0), tl.program_id(1)
     o_d = i_d * BD + tl.arange(0, BD)
     m_d = o_d < D
-    slot = tl.load(cache_indices + i_b).to(tl.int64)
+    slot = tl.load(state_indices + i_b).to(tl.int64)
     if slot < 0:
         tl.store(out + i_b * D + o_d, tl.zeros([BD], dtype=out.dtype.element_ty), mask=m_d)
         return
@@ -132,7 +102,7 @@ def causal_conv1d_update_kernel(
 
 
 def _check_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, conv_states: torch.Tensor,
-                cache_indices: torch.Tensor) -> None:
+                state_indices: torch.Tensor) -> None:
     D, W = weight.shape
     assert x.dim() == 2 and x.shape[1] == D and x.stride(1) == 1, f"x must be [*, {D}] with unit channel stride"
     assert weight.is_contiguous(), "weight must be a contiguous [D, W]"
@@ -140,21 +110,21 @@ def _check_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     assert conv_states.dim() == 3 and conv_states.shape[2] == D and conv_states.shape[1] >= W - 1, \
         f"conv_states must be [S, L >= {W - 1}, {D}], got {tuple(conv_states.shape)}"
     assert conv_states.stride(2) == 1, "conv_states must have unit channel stride"
-    assert cache_indices.dtype == torch.int32 and cache_indices.is_contiguous()
-    devices = {t.device for t in (x, weight, conv_states, cache_indices)}
+    assert state_indices.dtype == torch.int32 and state_indices.is_contiguous()
+    devices = {t.device for t in (x, weight, conv_states, state_indices)}
     assert len(devices) == 1, f"all tensors must be on one device, got {devices}"
 
 
 def causal_conv1d_fwd_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                             conv_states: torch.Tensor, query_start_loc: torch.Tensor, cache_indices: torch.Tensor,
+                             conv_states: torch.Tensor, cu_seqlens: torch.Tensor, state_indices: torch.Tensor,
                              has_initial_state: torch.Tensor, activation_silu: bool) -> torch.Tensor:
     """Triton causal_conv1d_fwd; same contract as the CPU op (see ops.py). x: [T, D] -> out: [T, D]."""
-    _check_conv(x, weight, bias, conv_states, cache_indices)
+    _check_conv(x, weight, bias, conv_states, state_indices)
     T, D = x.shape
     W = weight.shape[1]
     L = conv_states.shape[1]
-    N = cache_indices.shape[0]
-    assert query_start_loc.dtype == torch.int32 and query_start_loc.shape == (N + 1,)
+    N = state_indices.shape[0]
+    assert cu_seqlens.dtype == torch.int32 and cu_seqlens.shape == (N + 1,)
     assert has_initial_state.dtype == torch.bool and has_initial_state.shape == (N,)
     out = torch.empty(T, D, dtype=x.dtype, device=x.device)
     if T == 0 or N == 0:
@@ -163,7 +133,7 @@ def causal_conv1d_fwd_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.
     BN = seq_block(N)
     grid = (triton.cdiv(T, BT) + N, triton.cdiv(D, BD))
     causal_conv1d_fwd_kernel[grid](
-        x, weight, bias, conv_states, query_start_loc, cache_indices, has_initial_state.view(torch.uint8), out,
+        x, weight, bias, conv_states, cu_seqlens, state_indices, has_initial_state.view(torch.uint8), out,
         N, D, x.stride(0), conv_states.stride(0), conv_states.stride(1),
         W=W, L=L, BL=triton.next_power_of_2(L), BT=BT, BD=BD, BN=BN,
         HAS_BIAS=bias is not None, ACTIVATION_SILU=activation_silu, num_warps=4,
@@ -172,20 +142,20 @@ def causal_conv1d_fwd_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.
 
 
 def causal_conv1d_update_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                                conv_states: torch.Tensor, cache_indices: torch.Tensor,
+                                conv_states: torch.Tensor, state_indices: torch.Tensor,
                                 activation_silu: bool) -> torch.Tensor:
     """Triton causal_conv1d_update; same contract as the CPU op. x: [B, D] -> out: [B, D]."""
-    _check_conv(x, weight, bias, conv_states, cache_indices)
+    _check_conv(x, weight, bias, conv_states, state_indices)
     B, D = x.shape
     W = weight.shape[1]
     L = conv_states.shape[1]
-    assert cache_indices.shape == (B,)
+    assert state_indices.shape == (B,)
     out = torch.empty(B, D, dtype=x.dtype, device=x.device)
     if B == 0:
         return out
     BD = 256
     causal_conv1d_update_kernel[(B, triton.cdiv(D, BD))](
-        x, weight, bias, conv_states, cache_indices, out,
+        x, weight, bias, conv_states, state_indices, out,
         D, x.stride(0), conv_states.stride(0), conv_states.stride(1),
         W=W, L=L, BW=triton.next_power_of_2(W), BL=triton.next_power_of_2(L), BD=BD,
         HAS_BIAS=bias is not None, ACTIVATION_SILU=activation_silu, num_warps=4,
@@ -193,5 +163,99 @@ def causal_conv1d_update_triton(x: torch.Tensor, weight: torch.Tensor, bias: tor
     return out
 
 
-causal_conv1d_fwd.register_kernel("cuda")(causal_conv1d_fwd_triton)
-causal_conv1d_update.register_kernel("cuda")(causal_conv1d_update_triton)
+@triton.jit
+def causal_conv1d_verify_kernel(
+    x, weight, bias, conv_states, cu_seqlens, state_indices, num_accepted, out,
+    D, stride_x_t, stride_s_n, stride_s_l,
+    W: tl.constexpr, L: tl.constexpr, BL: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
+    HAS_BIAS: tl.constexpr, ACTIVATION_SILU: tl.constexpr,
+):
+    i_n, i_d = tl.program_id(0), tl.program_id(1)
+    o_d = i_d * BD + tl.arange(0, BD)  # [BD]
+    m_d = o_d < D
+    bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+    eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
+    Q = eos - bos
+    slot = tl.load(state_indices + i_n).to(tl.int64)
+    if slot < 0:
+        for t0 in range(0, Q, BT):
+            o_t = t0 + tl.arange(0, BT)
+            tl.store(out + (bos + o_t)[:, None] * D + o_d[None, :], tl.zeros([BT, BD], dtype=out.dtype.element_ty),
+                     mask=(o_t < Q)[:, None] & m_d[None, :])
+        return
+    if Q == 0:  # nothing to verify: the state stays as it is
+        return
+    a = tl.load(num_accepted + i_n).to(tl.int64)
+    p_state = conv_states + slot * stride_s_n
+    b_bias = tl.zeros([BD], dtype=tl.float32)
+    if HAS_BIAS:
+        b_bias = tl.load(bias + o_d, mask=m_d, other=0).to(tl.float32)
+
+    # Window position j of token t is t + w (tap w): j < W - 1 is old state row a - 1 + j, else token j - (W - 1).
+    # Rows outside [0, L) (only for a outside the contract's 1 <= a <= L - W + 2) read as zeros.
+    for t0 in range(0, Q, BT):
+        o_t = t0 + tl.arange(0, BT)  # [BT], tokens of the sequence
+        m_t = o_t < Q
+        b_y = tl.zeros([BT, BD], dtype=tl.float32)
+        for w in tl.static_range(W):
+            o_j = o_t + w
+            m_x = (o_j >= W - 1) & m_t
+            b_x = tl.load(x + (bos + o_j - (W - 1))[:, None] * stride_x_t + o_d[None, :],
+                          mask=m_x[:, None] & m_d[None, :], other=0)
+            o_r = a - 1 + o_j  # old state row
+            m_s = (o_j < W - 1) & (o_r >= 0) & (o_r < L) & m_t
+            b_s = tl.load(p_state + o_r[:, None] * stride_s_l + o_d[None, :], mask=m_s[:, None] & m_d[None, :],
+                          other=0)
+            b_w = tl.load(weight + o_d * W + w, mask=m_d, other=0).to(tl.float32)
+            b_y += (b_x.to(tl.float32) + b_s.to(tl.float32)) * b_w[None, :]
+        b_y += b_bias[None, :]
+        if ACTIVATION_SILU:
+            b_y = b_y * tl.sigmoid(b_y)
+        tl.store(out + (bos + o_t)[:, None] * D + o_d[None, :], b_y.to(out.dtype.element_ty),
+                 mask=m_t[:, None] & m_d[None, :])
+
+    # New state row r: old row a + r for r < L - Q, else token r - (L - Q) of the sequence.
+    o_l = tl.arange(0, BL)
+    m_l = o_l < L
+    o_src = o_l - (L - Q)
+    m_nx = (o_src >= 0) & m_l
+    b_new = tl.load(x + (bos + o_src)[:, None] * stride_x_t + o_d[None, :], mask=m_nx[:, None] & m_d[None, :],
+                    other=0)
+    o_r = a + o_l
+    m_ns = (o_src < 0) & (o_r >= 0) & (o_r < L) & m_l
+    b_old = tl.load(p_state + o_r[:, None] * stride_s_l + o_d[None, :], mask=m_ns[:, None] & m_d[None, :], other=0)
+    b_new = tl.where(m_nx[:, None], b_new.to(conv_states.dtype.element_ty), b_old.to(conv_states.dtype.element_ty))
+    tl.debug_barrier()  # every thread has read the old rows before any is overwritten
+    tl.store(p_state + o_l[:, None] * stride_s_l + o_d[None, :], b_new, mask=m_l[:, None] & m_d[None, :])
+
+
+def causal_conv1d_verify_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                                conv_states: torch.Tensor, cu_seqlens: torch.Tensor, state_indices: torch.Tensor,
+                                num_accepted: torch.Tensor, activation_silu: bool) -> torch.Tensor:
+    """Triton causal_conv1d_verify; same contract as the CPU op (see ops.py).
+
+    x: [T, D] (row-strided views allowed), weight: [D, W], bias: [D] or None, conv_states: [S, L, D] (mutated),
+    cu_seqlens: [N+1] int32, state_indices: [N] int32 (-1: skip), num_accepted: [N] int32. Returns out: [T, D]
+    in x.dtype. No host synchronisation: the contract (1 <= a, a + W - 2 < L, Q <= L, a <= Q) is not checked.
+    """
+    _check_conv(x, weight, bias, conv_states, state_indices)
+    T, D = x.shape
+    W = weight.shape[1]
+    L = conv_states.shape[1]
+    N = state_indices.shape[0]
+    assert cu_seqlens.dtype == torch.int32 and cu_seqlens.shape == (N + 1,)
+    assert cu_seqlens.is_contiguous()
+    assert num_accepted.dtype == torch.int32 and num_accepted.shape == (N,) and num_accepted.is_contiguous()
+    assert cu_seqlens.device == num_accepted.device == x.device
+    out = torch.empty(T, D, dtype=x.dtype, device=x.device)
+    if T == 0 or N == 0:
+        return out
+    BD = 128
+    causal_conv1d_verify_kernel[(N, triton.cdiv(D, BD))](
+        x, weight, bias, conv_states, cu_seqlens, state_indices, num_accepted, out,
+        D, x.stride(0), conv_states.stride(0), conv_states.stride(1),
+        W=W, L=L, BL=triton.next_power_of_2(L), BT=min(triton.next_power_of_2(L), 16), BD=BD,
+        HAS_BIAS=bias is not None, ACTIVATION_SILU=activation_silu, num_warps=4,
+    )
+    return out
+

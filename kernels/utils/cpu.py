@@ -1,5 +1,10 @@
-"""Helpers for varlen batches on CPU."""
+"""Helpers shared by the CPU implementations."""
 import torch
+
+
+def l2norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """fla's l2norm over the last dim: x * rsqrt(sum(x^2) + eps)."""
+    return x * torch.rsqrt((x * x).sum(-1, keepdim=True) + eps)
 
 
 def sequences_by_length(cu: list[int], first_slots: torch.Tensor) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:

@@ -1,0 +1,1 @@
+"""Helpers shared by more than one op folder: `cpu` (PyTorch) and `triton` (jit functions, launch helpers)."""
