@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..utils.triton import seq_block, seq_chunk_of_program, softplus_gate
+from ..utils.triton import seq_block, seq_chunk_of_program, softplus_gate, state_is_vk, state_offsets
 
 
 @triton.jit
@@ -236,7 +236,7 @@ def chunk_gated_delta_rule_fwd_kernel(
     scale, stride_q_t, stride_k_t, stride_g_t, stride_s_n,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     BT: tl.constexpr, USE_L2NORM: tl.constexpr, FUSE_GATING: tl.constexpr, DOT_DTYPE: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, STATE_VK: tl.constexpr,
 ):
     i_nh, i_v = tl.program_id(0), tl.program_id(1)
     i_n, i_hv = i_nh // HV, i_nh % HV
@@ -258,7 +258,7 @@ def chunk_gated_delta_rule_fwd_kernel(
                      mask=(o_t < eos)[:, None] & m_v[None, :])
         return
     dt = DOT_DTYPE
-    p_h = ssm_states + slot * stride_s_n + i_hv * K * V + o_k[:, None] * V + o_v[None, :]
+    p_h = ssm_states + slot * stride_s_n + i_hv * K * V + state_offsets(o_k, o_v, K, V, STATE_VK)
     m_h = m_k[:, None] & m_v[None, :]
     b_h = tl.zeros([BK, BV], dtype=tl.float32)
     if tl.load(has_initial_state + i_n) != 0:
@@ -303,7 +303,7 @@ def _check_chunk_args(q, k, v, g, beta, ssm_states, state_indices, fuse_gating):
     assert q.dtype == k.dtype, "q and k must share a dtype"
     assert ssm_states.dim() == 4 and ssm_states.shape[1:] == (HV, K, V), \
         f"ssm_states must be [S, {HV}, {K}, {V}], got {tuple(ssm_states.shape)}"
-    assert ssm_states.stride()[1:] == (K * V, V, 1), "each state slot must be a contiguous [HV, K, V]"
+    state_is_vk(ssm_states)
     assert ssm_states.dtype in (torch.float32, torch.bfloat16, torch.float16)
     assert state_indices.dtype == torch.int32 and state_indices.is_contiguous()
 
@@ -328,6 +328,7 @@ def chunk_gated_delta_rule_fwd_triton(q, k, v, g, beta, scale, ssm_states, cu_se
     gating is computed inside the kernels. Returns o: [T, HV, V] in v.dtype."""
     fuse_gating = A_log is not None
     _check_chunk_args(q, k, v, g, beta, ssm_states, state_indices, fuse_gating)
+    state_vk = state_is_vk(ssm_states)
     T, H, K = q.shape
     HV, V = v.shape[1:]
     N = state_indices.shape[0]
@@ -364,7 +365,7 @@ def chunk_gated_delta_rule_fwd_triton(q, k, v, g, beta, scale, ssm_states, cu_se
         q.stride(0), k.stride(0), a_or_g.stride(0), ssm_states.stride(0),
         H=H, HV=HV, K=K, V=V, BK=BK, BV=BV, BT=BT,
         USE_L2NORM=use_qk_l2norm, FUSE_GATING=fuse_gating, DOT_DTYPE=dot_dt, DOT_PRECISION=prec,
-        num_warps=num_warps, num_stages=num_stages,
+        STATE_VK=state_vk, num_warps=num_warps, num_stages=num_stages,
     )
     return o
 

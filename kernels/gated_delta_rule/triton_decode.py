@@ -9,7 +9,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..utils.triton import gated_delta_rule_step, gated_rms_norm_apply, l2norm_vec, softplus_gate, value_blocks
+from ..utils.triton import (gated_delta_rule_step, gated_rms_norm_apply, l2norm_vec, softplus_gate, state_is_vk,
+                            state_offsets, value_blocks)
 
 
 @triton.jit
@@ -48,7 +49,7 @@ def gdn_decode_kernel(
     stride_x_b, stride_z_b, stride_z_h, stride_a_b, stride_b_b, stride_c_n, stride_c_l, stride_s_n,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     BVF: tl.constexpr, W: tl.constexpr, L: tl.constexpr, BW: tl.constexpr, BL: tl.constexpr,
-    HAS_CONV_BIAS: tl.constexpr, USE_L2NORM: tl.constexpr, ROUND_PRODUCT: tl.constexpr,
+    HAS_CONV_BIAS: tl.constexpr, USE_L2NORM: tl.constexpr, ROUND_PRODUCT: tl.constexpr, STATE_VK: tl.constexpr,
 ):
     # One program per (sequence, value head, V block of BV). The G * NV programs of a key head group share conv
     # channels (q, k) and, through the RMSNorm over V, outputs: each reads only, writes its state slice and its
@@ -81,7 +82,7 @@ def gdn_decode_kernel(
     b_k = l2norm_vec(b_k, USE_L2NORM)
     b_g = softplus_gate(tl.load(a + i_b * stride_a_b + i_hv), tl.load(A_log + i_hv), tl.load(dt_bias + i_hv))
     b_beta = tl.sigmoid(tl.load(b + i_b * stride_b_b + i_hv).to(tl.float32))
-    p_h = ssm_states + slot * stride_s_n + i_hv * K * V + o_k[:, None] * V + o_v[None, :]
+    p_h = ssm_states + slot * stride_s_n + i_hv * K * V + state_offsets(o_k, o_v, K, V, STATE_VK)
     m_h = m_k[:, None] & m_v[None, :]
     b_h = tl.load(p_h, mask=m_h, other=0).to(tl.float32)
     b_h, b_o = gated_delta_rule_step(b_h, b_q, b_k, b_v, b_g, b_beta)
@@ -137,12 +138,12 @@ def gdn_decode_triton(mixed_qkv, z, a, b, conv_weight, conv_bias, conv_states, A
     assert a.shape == (B, HV) and b.shape == (B, HV) and a.stride(1) == 1 and b.stride(1) == 1
     assert A_log.shape == (HV,) and dt_bias.shape == (HV,) and norm_weight.shape == (V,)
     assert A_log.is_contiguous() and dt_bias.is_contiguous() and norm_weight.is_contiguous()
-    assert ssm_states.stride()[1:] == (K * V, V, 1), "each state slot must be a contiguous [HV, K, V]"
+    state_vk = state_is_vk(ssm_states)
     assert state_indices.dtype == torch.int32 and state_indices.shape == (B,) and state_indices.is_contiguous()
     out = torch.empty(B, HV, V, dtype=mixed_qkv.dtype, device=mixed_qkv.device)
     if B == 0:
         return out
-    BV, num_warps = value_blocks(B * HV, V, BV, num_warps)
+    BV, num_warps = value_blocks(B * HV, V, BV, num_warps, state_vk)
     round_product = torch.promote_types(norm_weight.dtype, mixed_qkv.dtype) != torch.float32
     gdn_decode_kernel[(B * HV, triton.cdiv(V, BV))](
         mixed_qkv, z, a, b, conv_weight, conv_bias, conv_states, A_log, dt_bias, norm_weight, ssm_states,
@@ -152,6 +153,7 @@ def gdn_decode_triton(mixed_qkv, z, a, b, conv_weight, conv_bias, conv_states, A
         H=H, HV=HV, K=K, V=V, BK=triton.next_power_of_2(K), BV=BV, BVF=triton.next_power_of_2(V),
         W=W, L=L, BW=triton.next_power_of_2(W), BL=triton.next_power_of_2(L),
         HAS_CONV_BIAS=conv_bias is not None, USE_L2NORM=use_qk_l2norm, ROUND_PRODUCT=round_product,
+        STATE_VK=state_vk,
         num_warps=num_warps,
     )
     return out

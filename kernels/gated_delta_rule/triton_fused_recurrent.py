@@ -3,7 +3,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..utils.triton import gated_delta_rule_step, l2norm_vec, value_blocks
+from ..utils.triton import gated_delta_rule_step, l2norm_vec, state_is_vk, state_offsets, value_blocks
 
 
 @triton.jit
@@ -11,7 +11,7 @@ def fused_recurrent_gated_delta_rule_fwd_kernel(
     q, k, v, g, beta, o, ssm_states, state_indices, scale,
     stride_q_b, stride_k_b, stride_v_b, stride_g_b, stride_b_b, stride_s_n,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    USE_L2NORM: tl.constexpr,
+    USE_L2NORM: tl.constexpr, STATE_VK: tl.constexpr,
 ):
     i_bh, i_v = tl.program_id(0), tl.program_id(1)
     i_b, i_hv = i_bh // HV, i_bh % HV
@@ -25,7 +25,7 @@ def fused_recurrent_gated_delta_rule_fwd_kernel(
     if slot < 0:
         tl.store(p_o, tl.zeros([BV], dtype=o.dtype.element_ty), mask=m_v)
         return
-    p_h = ssm_states + slot * stride_s_n + i_hv * K * V + o_k[:, None] * V + o_v[None, :]
+    p_h = ssm_states + slot * stride_s_n + i_hv * K * V + state_offsets(o_k, o_v, K, V, STATE_VK)
     m_h = m_k[:, None] & m_v[None, :]
     b_h = tl.load(p_h, mask=m_h, other=0).to(tl.float32)
     b_q = l2norm_vec(tl.load(q + i_b * stride_q_b + i_h * K + o_k, mask=m_k, other=0).to(tl.float32), USE_L2NORM)
@@ -48,17 +48,18 @@ def fused_recurrent_gated_delta_rule_triton(q, k, v, g, beta, scale, ssm_states,
     assert q.stride()[1:] == (K, 1) and k.stride()[1:] == (K, 1) and v.stride()[1:] == (V, 1)
     assert g.stride(1) == 1 and beta.stride(1) == 1
     assert ssm_states.dim() == 4 and ssm_states.shape[1:] == (HV, K, V)
-    assert ssm_states.stride()[1:] == (K * V, V, 1), "each state slot must be a contiguous [HV, K, V]"
+    state_vk = state_is_vk(ssm_states)
     assert state_indices.dtype == torch.int32 and state_indices.shape == (B,) and state_indices.is_contiguous()
     o = torch.empty(B, HV, V, dtype=v.dtype, device=v.device)
     if B == 0:
         return o
     BK = triton.next_power_of_2(K)
-    BV, num_warps = value_blocks(B * HV, V, BV, num_warps)
+    BV, num_warps = value_blocks(B * HV, V, BV, num_warps, state_vk)
     fused_recurrent_gated_delta_rule_fwd_kernel[(B * HV, triton.cdiv(V, BV))](
         q, k, v, g, beta, o, ssm_states, state_indices, scale,
         q.stride(0), k.stride(0), v.stride(0), g.stride(0), beta.stride(0), ssm_states.stride(0),
-        H=H, HV=HV, K=K, V=V, BK=BK, BV=BV, USE_L2NORM=use_qk_l2norm, num_warps=num_warps,
+        H=H, HV=HV, K=K, V=V, BK=BK, BV=BV, USE_L2NORM=use_qk_l2norm, STATE_VK=state_vk,
+        num_warps=num_warps,
     )
     return o
 

@@ -10,7 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..utils.triton import gated_delta_rule_step, l2norm_vec, value_blocks
+from ..utils.triton import gated_delta_rule_step, l2norm_vec, state_is_vk, state_offsets, value_blocks
 
 
 @triton.jit
@@ -18,7 +18,7 @@ def recurrent_gated_delta_rule_verify_kernel(
     q, k, v, g, beta, o, ssm_states, cu_seqlens, state_indices, num_accepted, scale,
     C, stride_q_t, stride_k_t, stride_v_t, stride_g_t, stride_b_t, stride_s_n, stride_i_n,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    USE_L2NORM: tl.constexpr,
+    USE_L2NORM: tl.constexpr, STATE_VK: tl.constexpr,
 ):
     i_nh, i_v = tl.program_id(0), tl.program_id(1)
     i_n, i_hv = i_nh // HV, i_nh % HV
@@ -36,7 +36,7 @@ def recurrent_gated_delta_rule_verify_kernel(
         for i in range(0, eos - bos):
             tl.store(p_o + i * (HV * V), tl.zeros([BV], dtype=o.dtype.element_ty), mask=m_v)
         return
-    p_hv = ssm_states + i_hv * K * V + o_k[:, None] * V + o_v[None, :]  # the slice in slot 0
+    p_hv = ssm_states + i_hv * K * V + state_offsets(o_k, o_v, K, V, STATE_VK)  # the slice in slot 0
     # The initial state: column a - 1. A column outside [0, C) or a -1 there (outside the contract) starts from zeros.
     i_c = tl.load(num_accepted + i_n) - 1
     r_slot = tl.load(p_slots + i_c, mask=(i_c >= 0) & (i_c < C), other=-1).to(tl.int64)
@@ -73,7 +73,7 @@ def recurrent_gated_delta_rule_verify_triton(q, k, v, g, beta, scale, ssm_states
     assert q.stride()[1:] == (K, 1) and k.stride()[1:] == (K, 1) and v.stride()[1:] == (V, 1)
     assert g.stride(1) == 1 and beta.stride(1) == 1
     assert ssm_states.dim() == 4 and ssm_states.shape[1:] == (HV, K, V)
-    assert ssm_states.stride()[1:] == (K * V, V, 1), "each state slot must be a contiguous [HV, K, V]"
+    state_vk = state_is_vk(ssm_states)
     assert state_indices.dtype == torch.int32 and state_indices.stride(1) == 1
     assert cu_seqlens.dtype == torch.int32 and cu_seqlens.shape == (N + 1,) and cu_seqlens.is_contiguous()
     assert num_accepted.dtype == torch.int32 and num_accepted.shape == (N,) and num_accepted.is_contiguous()
@@ -82,12 +82,14 @@ def recurrent_gated_delta_rule_verify_triton(q, k, v, g, beta, scale, ssm_states
     o = torch.empty(T, HV, V, dtype=v.dtype, device=v.device)
     if T == 0 or N == 0:
         return o
-    BV, num_warps = value_blocks(N * HV, V, BV, num_warps)
+    BV, num_warps = value_blocks(N * HV, V, BV, num_warps, state_vk)
     recurrent_gated_delta_rule_verify_kernel[(N * HV, triton.cdiv(V, BV))](
         q, k, v, g, beta, o, ssm_states, cu_seqlens, state_indices, num_accepted, scale,
         C, q.stride(0), k.stride(0), v.stride(0), g.stride(0), beta.stride(0), ssm_states.stride(0),
         state_indices.stride(0),
-        H=H, HV=HV, K=K, V=V, BK=triton.next_power_of_2(K), BV=BV, USE_L2NORM=use_qk_l2norm, num_warps=num_warps,
+        H=H, HV=HV, K=K, V=V, BK=triton.next_power_of_2(K), BV=BV, USE_L2NORM=use_qk_l2norm,
+        STATE_VK=state_vk,
+        num_warps=num_warps,
     )
     return o
 

@@ -69,11 +69,33 @@ def gated_delta_rule_step(b_h, b_q, b_k, b_v, b_g, b_beta):
     return b_h, tl.sum(b_h * b_q[:, None], 0)
 
 
-def value_blocks(n_heads: int, V: int, BV=None, num_warps=None):
-    """(BV, num_warps) of the decode kernels, for n_heads = B * HV state slices of [K, V]. Many slices: whole
-    [K, V] tiles, contiguous in the [S, HV, K, V] cache (rows of 64 B at BV = 32 halve the HBM rate on the H200);
-    few: narrow V blocks, so that enough programs run at once."""
+def value_blocks(n_heads: int, V: int, BV=None, num_warps=None, state_vk: bool = False):
+    """(BV, num_warps) of the decode kernels, for n_heads = B * HV state slices. States laid out [V, K]: a block of
+    BV rows is contiguous, so one warp per 32 rows (vLLM's choice for its decode kernel). Laid out [K, V]: many
+    slices, whole [K, V] tiles (rows of 64 B at BV = 32 halve the HBM rate on the H200); few, narrow V blocks, so
+    that enough programs run at once."""
     if BV is None:
-        BV, nw = (128, 4) if n_heads >= 2048 else ((64, 4) if n_heads >= 256 else (16, 1))
+        if state_vk:
+            BV, nw = 32, 1
+        else:
+            BV, nw = (128, 4) if n_heads >= 2048 else ((64, 4) if n_heads >= 256 else (16, 1))
         num_warps = num_warps or nw
     return min(BV, triton.next_power_of_2(V)), num_warps or 1
+
+
+@triton.jit
+def state_offsets(o_k, o_v, K: tl.constexpr, V: tl.constexpr, STATE_VK: tl.constexpr):
+    """Offsets of a [BK, BV] tile of one head's state in memory laid out [K, V] or, with STATE_VK, [V, K]."""
+    if STATE_VK:
+        return o_v[None, :] * K + o_k[:, None]
+    return o_k[:, None] * V + o_v[None, :]
+
+
+def state_is_vk(ssm_states) -> bool:
+    """The ops take states shaped [S, HV, K, V]; the memory of each slot is a contiguous [HV, K, V] or, as a
+    transposed view, [HV, V, K] (vLLM's and FlashInfer's layout, where a block of V rows is contiguous)."""
+    HV, K, V = ssm_states.shape[1:]
+    strides = ssm_states.stride()[1:]
+    assert strides in ((K * V, V, 1), (K * V, 1, K)), \
+        f"each state slot must be a contiguous [HV, K, V] or [HV, V, K], got strides {strides}"
+    return strides == (K * V, 1, K) and K != 1

@@ -30,7 +30,7 @@ from vllm.platforms import current_platform
 from vllm.utils.torch_utils import direct_register_custom_op
 from vllm.v1.attention.backends.registry import MambaAttentionBackendEnum
 
-from vllm_qwen3next.layers.state import gdn_state_dtypes, gdn_state_shapes
+from vllm_qwen3next.layers.state import gdn_state_dtypes, gdn_state_shapes, ssm_state_is_vk
 from vllm_qwen3next import warmup
 
 ops = torch.ops.qwen3next
@@ -124,6 +124,7 @@ class Qwen3NextGatedDeltaNet(nn.Module, MambaBase):
             raise ValueError(f"Duplicate layer name: {prefix}")
         compilation_config.static_forward_context[prefix] = self
         self.kv_cache = (torch.tensor([]), torch.tensor([]))
+        self.ssm_state_vk = ssm_state_is_vk()
         if current_platform.is_cpu():
             cpu_ext.available()  # build (once per machine) and load the C++ decode kernels now, not at the first step
         # vLLM's Qwen GDN warm-up would take this layer for its own (it matches by attribute
@@ -223,6 +224,8 @@ class Qwen3NextGatedDeltaNet(nn.Module, MambaBase):
             return
         md = attn_metadata[self.prefix]
         conv_state, ssm_state = self.kv_cache
+        if self.ssm_state_vk:  # the ops take [S, HV, K, V]-shaped states: the free transposed view
+            ssm_state = ssm_state.transpose(-1, -2)
         conv_window = conv_state[:, : self.conv_kernel_size - 1]  # [S, W-1, D] view
         num_actual = md.num_actual_tokens
         if num_actual < core_out.shape[0]:  # padded batch
