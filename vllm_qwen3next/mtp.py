@@ -26,7 +26,7 @@ from vllm.model_executor.models.utils import AutoWeightsLoader, WeightsMapper, m
 
 from vllm_qwen3next.config import validate_config
 from vllm_qwen3next.model import STACKED_PARAMS, Qwen3NextDecoderLayer
-from vllm_qwen3next.weights import CheckpointMismatchError, checked_weights, mtp_layout
+from vllm_qwen3next.weights import CheckpointMismatchError, checked_weights, expected_layout
 
 logger = init_logger(f"vllm.{__name__}")
 
@@ -42,9 +42,13 @@ class Qwen3NextMultiTokenPredictor(nn.Module):
         hidden = config.hidden_size
         self.num_mtp_layers = getattr(config, "num_nextn_predict_layers", None) or 1
         self.embed_tokens = VocabParallelEmbedding(config.vocab_size, hidden)
+        quant_config = vllm_config.quant_config
+        # As the built-in: NVFP4 checkpoints store mtp.fc unquantized without listing it.
+        if quant_config is not None and quant_config.get_name() == "modelopt_fp4":
+            quant_config = None
         self.fc = ColumnParallelLinear(
             2 * hidden, hidden, bias=False, gather_output=True, return_bias=False,
-            prefix=f"{prefix}.fc",
+            quant_config=quant_config, prefix=f"{prefix}.fc",
         )
         self.layers = nn.ModuleList(
             Qwen3NextDecoderLayer(
@@ -94,6 +98,7 @@ class Qwen3NextMTP(nn.Module):
         config = vllm_config.model_config.hf_config
         validate_config(config, vllm_config.parallel_config.tensor_parallel_size)
         self.config = config
+        self.vllm_config = vllm_config
         self.model = Qwen3NextMultiTokenPredictor(
             vllm_config=vllm_config, prefix=maybe_prefix(prefix, "mtp")
         )
@@ -124,10 +129,8 @@ class Qwen3NextMTP(nn.Module):
         return self.logits_processor(self.lm_head, hidden_states)
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
-        layout = mtp_layout(self.config)
-        hidden, vocab = self.config.hidden_size, self.config.vocab_size
         shared = SHARED_TENSORS[: 1 if getattr(self.config, "tie_word_embeddings", False) else 2]
-        layout |= {name: (vocab, hidden) for name in shared}
+        layout = expected_layout(self, self.vllm_config, _checkpoint_name)
         found_mtp = False
 
         def own(weights):
@@ -150,3 +153,10 @@ class Qwen3NextMTP(nn.Module):
                 "The checkpoint has no mtp.* tensors, so it cannot serve as the "
                 "qwen3_next_mtp draft: serve it without --speculative-config. " + str(err)
             ) from None
+
+
+def _checkpoint_name(module_name: str) -> str:
+    """Our draft's module names -> checkpoint names (the inverse of its mapper)."""
+    if module_name == "model.embed_tokens" or not module_name.startswith("model."):
+        return module_name
+    return "mtp." + module_name.removeprefix("model.")

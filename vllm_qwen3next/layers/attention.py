@@ -4,7 +4,8 @@ Shapes: T = tokens, Hq / Hkv = query / kv heads on this rank, Dh = head dim.
 ``q_proj`` holds, per query head, the query then an output gate of the same size;
 the attention output is multiplied by ``sigmoid(gate)`` before ``o_proj``.
 q and k get Gemma-style RMSNorms per head, then partial NeoX rope
-(``partial_rotary_factor`` of each head; settings and tables in ``rope.py``).
+(``partial_rotary_factor`` of each head; tables in ``rotary_embedding.py``,
+settings in ``rope_config.py``).
 """
 
 import torch
@@ -16,8 +17,9 @@ from vllm.distributed import get_tensor_model_parallel_world_size
 from vllm.model_executor.layers.attention import Attention
 from vllm.model_executor.layers.layernorm import GemmaRMSNorm
 from vllm.model_executor.layers.linear import QKVParallelLinear, RowParallelLinear
+from vllm.model_executor.layers.quantization import QuantizationConfig
 
-from vllm_qwen3next.rope import get_rotary_embedding, rotary_table_positions
+from vllm_qwen3next.layers.rotary_embedding import get_rotary_embedding, rotary_table_positions
 
 
 class Qwen3NextAttention(nn.Module):
@@ -26,6 +28,7 @@ class Qwen3NextAttention(nn.Module):
         config: PretrainedConfig,
         rope_parameters: dict,
         cache_config: CacheConfig | None,
+        quant_config: QuantizationConfig | None,
         prefix: str,
     ):
         super().__init__()
@@ -43,12 +46,14 @@ class Qwen3NextAttention(nn.Module):
             2 * config.num_attention_heads,
             config.num_key_value_heads,
             bias=False,
+            quant_config=quant_config,
             prefix=f"{prefix}.qkv_proj",
         )
         self.o_proj = RowParallelLinear(
             config.num_attention_heads * self.head_dim,
             config.hidden_size,
             bias=False,
+            quant_config=quant_config,
             prefix=f"{prefix}.o_proj",
         )
         max_model_len = get_current_vllm_config().model_config.max_model_len
@@ -61,6 +66,7 @@ class Qwen3NextAttention(nn.Module):
             self.head_dim**-0.5,
             num_kv_heads=self.num_kv_heads,
             cache_config=cache_config,
+            quant_config=quant_config,
             prefix=f"{prefix}.attn",
         )
         self.q_norm = GemmaRMSNorm(self.head_dim, eps=config.rms_norm_eps)

@@ -15,20 +15,36 @@ from vllm.model_executor.layers.linear import (
     ReplicatedLinear,
     RowParallelLinear,
 )
+from vllm.model_executor.layers.quantization import QuantizationConfig
 
 
 class Qwen3NextSharedExpert(nn.Module):
     """SwiGLU MLP whose output is scaled by ``sigmoid(expert_gate(x))``."""
 
-    def __init__(self, config: PretrainedConfig, expert_gate: nn.Module, prefix: str):
+    def __init__(
+        self,
+        config: PretrainedConfig,
+        expert_gate: nn.Module,
+        quant_config: QuantizationConfig | None,
+        prefix: str,
+    ):
         super().__init__()
         size = config.shared_expert_intermediate_size
         self.gate_up_proj = MergedColumnParallelLinear(
-            config.hidden_size, [size, size], bias=False, prefix=f"{prefix}.gate_up_proj"
+            config.hidden_size,
+            [size, size],
+            bias=False,
+            quant_config=quant_config,
+            prefix=f"{prefix}.gate_up_proj",
         )
         # FusedMoE reduces routed + shared output across TP ranks once.
         self.down_proj = RowParallelLinear(
-            size, config.hidden_size, bias=False, reduce_results=False, prefix=f"{prefix}.down_proj"
+            size,
+            config.hidden_size,
+            bias=False,
+            reduce_results=False,
+            quant_config=quant_config,
+            prefix=f"{prefix}.down_proj",
         )
         self.act_fn = SiluAndMul()
         self.expert_gate = expert_gate
@@ -44,13 +60,19 @@ class Qwen3NextSparseMoeBlock(nn.Module):
         super().__init__()
         if config.hidden_act != "silu":
             raise ValueError(f"Qwen3-Next experts use silu, config has {config.hidden_act!r}")
+        quant_config = vllm_config.quant_config
+        # Router and shared-expert gate stay unquantized, as in vLLM's built-in model.
         self.gate = GateLinear(config.hidden_size, config.num_experts, prefix=f"{prefix}.gate")
         if config.shared_expert_intermediate_size > 0:
             self.shared_expert_gate = ReplicatedLinear(
-                config.hidden_size, 1, bias=False, prefix=f"{prefix}.shared_expert_gate"
+                config.hidden_size,
+                1,
+                bias=False,
+                quant_config=None,
+                prefix=f"{prefix}.shared_expert_gate",
             )
             self.shared_expert = Qwen3NextSharedExpert(
-                config, self.shared_expert_gate, prefix=f"{prefix}.shared_expert"
+                config, self.shared_expert_gate, quant_config, prefix=f"{prefix}.shared_expert"
             )
         else:
             self.shared_expert = None
@@ -63,6 +85,7 @@ class Qwen3NextSparseMoeBlock(nn.Module):
             hidden_size=config.hidden_size,
             intermediate_size=config.moe_intermediate_size,
             renormalize=getattr(config, "norm_topk_prob", True),
+            quant_config=quant_config,
             prefix=f"{prefix}.experts",
             enable_eplb=vllm_config.parallel_config.enable_eplb,
             num_redundant_experts=eplb.num_redundant_experts,
