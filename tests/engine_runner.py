@@ -6,11 +6,12 @@ and engine settings cannot leak between configurations. Usage:
     python tests/engine_runner.py SPEC.json OUT.json
 
 SPEC: {"llm": {LLM kwargs}, "prompts": [[token ids], ...], "max_tokens": 32, "env": {...},
-       optional "replay_outputs", "sampling", "bad_prompts", "extra_passes" (see _main)}.
+       optional "replay_outputs", "sampling", "bad_prompts", "extra_passes", "apply" (see _main)}.
 OUT: per prompt the prompt-token log-probs, greedy output ids and their log-probs,
 plus the classes that ran, metrics and engine timings.
 """
 
+import importlib
 import json
 import os
 import subprocess
@@ -123,7 +124,14 @@ def _main(spec_path: str, out_path: str) -> None:
         if m.name.startswith(("vllm:spec_decode", "vllm:prefix_cache", "vllm:num_preemptions"))
         if hasattr(m, "value")
     }
+    # "module:function" run on the model in every worker after the requests
+    # (LLM.apply_model); out["applied"][name] lists one result per rank.
+    applied = {}
+    for name in spec.get("apply", []):
+        module, function = name.split(":")
+        applied[name] = llm.apply_model(getattr(importlib.import_module(module), function))
     summary = {
+        "applied": applied,
         "results": results,
         "passes": passes,
         "refused": refused,

@@ -8,6 +8,7 @@ import shutil
 import pytest
 from safetensors.torch import load_file, save_file
 
+from gpu_startup_hooks import STARTUP_HOOKS
 from harness import make_prompts
 from reference import hf_reference
 
@@ -117,6 +118,7 @@ def test_tensor_parallel_2_equals_1(store, preset):
         | {
             "llm": _llm(ckpt, enable_prefix_caching=False, tensor_parallel_size=2),
             "env": {"VLLM_CPU_OMP_THREADS_BIND": "0|1"},
+            "apply": STARTUP_HOOKS,  # GPU start-up hooks per rank, checked by tests/test_gpu_startup.py
         },
     )
     assert _ids(tp2) == _ids(tp1)

@@ -231,7 +231,10 @@ def test_module_server_is_vllm_serve(tmp_path):
 import importlib.metadata as md
 import sys
 from vllm.entrypoints.cli.serve import ServeSubcommand
-from vllm.entrypoints.launchers.cli_args import make_arg_parser
+try:  # vLLM 0.33 moved it
+    from vllm.entrypoints.common.cli_args import make_arg_parser
+except ImportError:  # vLLM 0.32
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser
 from vllm.utils.argparse_utils import FlexibleArgumentParser
 
 def flags(p):
