@@ -42,7 +42,7 @@ from vllm_qwen3next.layers.gdn import GDN_CORE_OP, Qwen3NextGatedDeltaNet
 from vllm_qwen3next.layers.moe import Qwen3NextSparseMoeBlock
 from vllm_qwen3next.layers.state import gdn_state_dtypes, gdn_state_shapes
 from vllm_qwen3next.rope import rope_parameters_for
-from vllm_qwen3next.weights import checked_weights, target_layout
+from vllm_qwen3next.weights import checked_weights, expected_layout
 
 logger = init_logger(f"vllm.{__name__}")
 
@@ -69,6 +69,7 @@ class Qwen3NextDecoderLayer(nn.Module):
                 config,
                 rope_parameters_for(vllm_config),
                 vllm_config.cache_config,
+                vllm_config.quant_config,
                 prefix=f"{prefix}.self_attn",
             )
         self.mlp = Qwen3NextSparseMoeBlock(vllm_config, config, prefix=f"{prefix}.mlp")
@@ -145,6 +146,8 @@ class Qwen3NextForCausalLM(nn.Module, HasInnerState, IsHybrid, SupportsPP):
     packed_modules_mapping = {
         "qkv_proj": ["q_proj", "k_proj", "v_proj"],
         "gate_up_proj": ["gate_proj", "up_proj"],
+        "in_proj_qkvz": ["in_proj_qkvz"],
+        "in_proj_ba": ["in_proj_ba"],
     }
     hf_to_vllm_mapper = WeightsMapper(orig_to_new_stacked=STACKED_PARAMS)
 
@@ -206,7 +209,7 @@ class Qwen3NextForCausalLM(nn.Module, HasInnerState, IsHybrid, SupportsPP):
     # --- weights ------------------------------------------------------------
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
         weights = checked_weights(
-            weights, target_layout(self.config), ignore_prefixes=("mtp.",)
+            weights, expected_layout(self, self.vllm_config), ignore_prefixes=("mtp.",)
         )
         loader = AutoWeightsLoader(self)
         return loader.load_weights(weights, mapper=self.hf_to_vllm_mapper)
