@@ -1,9 +1,8 @@
 """Our plugin against vLLM's built-in Qwen3-Next on vLLM for CPU: offline throughput and single-request latency.
 
-    .venv/bin/python kernels/benchmarks/bench_cpu_vllm.py [--rounds 3] [--workdir /tmp/bench_cpu_vllm]
-                                                          [--out kernels/benchmarks/RESULTS_CPU.md] [--enforce-eager]
-    .venv/bin/python kernels/benchmarks/bench_cpu_vllm.py --profile kernels/benchmarks/PROFILE_CPU_single.md \
-                                                          --profile-workload single
+    .venv/bin/python examples/bench_cpu.py [--rounds 3] [--workdir /tmp/bench_cpu]
+                                           [--out examples/RESULTS_CPU.md] [--enforce-eager]
+    .venv/bin/python examples/bench_cpu.py --profile examples/PROFILE_CPU_single.md --profile-workload single
 
 Builds (once, under --workdir) a bf16 random-weight checkpoint with linear head dims 128 (the built-in CPU GDN
 kernel takes only 64 or 128), then runs rounds of [ours, built-in] (the order flips every round, so slow drift in
@@ -34,7 +33,6 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
 
 # 8 layers (6 GDN + 2 attention), 32 experts top-4: more layers and experts than `tiny`, small enough for 2 cores.
 CHECKPOINT = dict(
@@ -72,13 +70,11 @@ def describe_model(model) -> dict:
     return {"model": type(model).__module__ + "." + type(model).__qualname__, "gdn": sorted(gdn)}
 
 
-# --- worker: one engine, in its own process ---------------------------------------------------------------------
-
 def worker(spec_path: str, out_path: str) -> None:
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
-    import bench_cpu_vllm
+    import bench_cpu
 
     spec = json.loads(Path(spec_path).read_text())
     rng = random.Random(0)
@@ -97,7 +93,7 @@ def worker(spec_path: str, out_path: str) -> None:
     llm = LLM(model=spec["model"], dtype="bfloat16", max_model_len=1024, seed=0, disable_log_stats=False,
               enforce_eager=spec["enforce_eager"], **extra)
     out = {"engine_start_s": time.perf_counter() - t0,
-           "classes": llm.apply_model(bench_cpu_vllm.describe_model)[0]}
+           "classes": llm.apply_model(bench_cpu.describe_model)[0]}
     print(f"[bench] engine up in {out['engine_start_s']:.0f}s: {out['classes']}", flush=True)
 
     t0 = time.perf_counter()
@@ -155,10 +151,8 @@ def worker_cpu_s() -> float:
     return sum(p.cpu_times().user + p.cpu_times().system for p in procs)
 
 
-# --- driver -----------------------------------------------------------------------------------------------------
-
 def build(workdir: Path) -> tuple[Path, int]:
-    from vllm_qwen3next.make_checkpoint import build_checkpoint
+    from vllm_qwen3next.tools.make_checkpoint import build_checkpoint
 
     ckpt = workdir / "checkpoint"
     stamp = ckpt / "bench_config.json"
@@ -315,7 +309,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--latency-reps", type=int, default=3)
-    ap.add_argument("--workdir", type=Path, default=Path("/tmp/bench_cpu_vllm"))
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/bench_cpu"))
     ap.add_argument("--out", type=Path, default=HERE / "RESULTS_CPU.md")
     ap.add_argument("--enforce-eager", action="store_true")
     ap.add_argument("--only", choices=sorted(IMPLS), help="run one implementation")
@@ -325,7 +319,7 @@ def main() -> None:
     ap.add_argument("--profile-workload", choices=["offline", "single"], default="offline",
                     help="what the profile covers: the offline run or one request alone")
     args = ap.parse_args()
-    command = ".venv/bin/python kernels/benchmarks/bench_cpu_vllm.py " + " ".join(
+    command = ".venv/bin/python examples/bench_cpu.py " + " ".join(
         a for a in sys.argv[1:] if not a.startswith("/tmp"))
 
     args.workdir.mkdir(parents=True, exist_ok=True)

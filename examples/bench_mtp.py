@@ -27,7 +27,7 @@ def _child(model: str, dtype: str, k: int) -> None:
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
-    from vllm_qwen3next.train_tiny import corpus_prompts
+    from vllm_qwen3next.tools.train_tiny import corpus_prompts
 
     spec = {"method": "qwen3_next_mtp", "num_speculative_tokens": k} if k else None
     llm = LLM(model=model, dtype=dtype, max_model_len=1024, enforce_eager=True,
@@ -70,7 +70,7 @@ def main() -> None:
     args = parser.parse_args()
     model = args.model
     if model is None:
-        from vllm_qwen3next.train_tiny import train_tiny_checkpoint
+        from vllm_qwen3next.tools.train_tiny import train_tiny_checkpoint
 
         model = str(train_tiny_checkpoint(Path(tempfile.mkdtemp()) / "trained"))
     rows = []

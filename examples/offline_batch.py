@@ -52,7 +52,7 @@ def main() -> None:
     prompts = [line.strip() for line in Path(args.prompts).read_text().splitlines() if line.strip()]
     llm_args = dict(tensor_parallel_size=args.tp, max_model_len=args.max_model_len, seed=args.seed)
     if args.model is None:
-        from vllm_qwen3next.make_checkpoint import build_checkpoint
+        from vllm_qwen3next.tools.make_checkpoint import build_checkpoint
 
         print("building the tiny random checkpoint")
         args.model = str(build_checkpoint(Path(args.workdir) / "tiny", "tiny", dtype="float32"))

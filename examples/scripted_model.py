@@ -162,7 +162,7 @@ def script_replies(checkpoint: str | Path, turns, margin: float = MARGIN, verbos
 
 def build_scripted_checkpoint(out_dir: str | Path, verbose: bool = True) -> Path:
     """The tiny random checkpoint (float32, no MTP) with the agent conversation scripted in."""
-    from vllm_qwen3next.make_checkpoint import build_checkpoint
+    from vllm_qwen3next.tools.make_checkpoint import build_checkpoint
 
     out = build_checkpoint(out_dir, "tiny", dtype="float32", with_mtp=False, verbose=verbose)
     script_replies(out, scripted_turns(), verbose=verbose)

@@ -78,13 +78,13 @@ def main() -> None:
     extra_body = {"ignore_eos": args.model is None}
     if args.model is None:
         if args.trained:
-            from vllm_qwen3next.train_tiny import corpus_prompts, train_tiny_checkpoint
+            from vllm_qwen3next.tools.train_tiny import corpus_prompts, train_tiny_checkpoint
 
             print("training the tiny model and its MTP layer on the synthetic corpus")
             args.model = str(train_tiny_checkpoint(Path(args.workdir) / "trained"))
             prompts = corpus_prompts(len(PROMPTS), 40, seed=1)  # token ids: the corpus is not text
         else:
-            from vllm_qwen3next.make_checkpoint import build_checkpoint
+            from vllm_qwen3next.tools.make_checkpoint import build_checkpoint
 
             print("building the tiny random checkpoint (with its mtp.* layer)")
             args.model = str(build_checkpoint(Path(args.workdir) / "tiny", "tiny", dtype="float32"))

@@ -82,7 +82,7 @@ def main() -> None:
     yarn = {"rope_type": "yarn", "factor": args.factor, "original_max_position_embeddings": args.original_max}
     server_args = []
     if args.model is None:
-        from vllm_qwen3next.make_checkpoint import build_checkpoint
+        from vllm_qwen3next.tools.make_checkpoint import build_checkpoint
 
         print(f"building the tiny random checkpoint with {args.original_max} native positions")
         args.model = str(build_checkpoint(Path(args.workdir) / "tiny", "tiny", dtype="float32",

@@ -6,7 +6,7 @@ import random
 from pathlib import Path
 
 from engine_runner import run_engine
-from vllm_qwen3next.make_checkpoint import build_checkpoint
+from vllm_qwen3next.tools.make_checkpoint import build_checkpoint
 
 # Lengths around the GDN chunk size (64) and over many chunks.
 PROMPT_LENS = (1, 63, 64, 65, 700, 2000)
@@ -44,7 +44,7 @@ class Store:
         if "trained" not in self._checkpoints and os.environ.get("QWEN3NEXT_TRAINED_CHECKPOINT"):
             self._checkpoints["trained"] = Path(os.environ["QWEN3NEXT_TRAINED_CHECKPOINT"])
         if "trained" not in self._checkpoints:
-            from vllm_qwen3next.train_tiny import train_tiny_checkpoint
+            from vllm_qwen3next.tools.train_tiny import train_tiny_checkpoint
 
             self._checkpoints["trained"] = train_tiny_checkpoint(self.root / "trained")
         return self._checkpoints["trained"]

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from vllm_qwen3next.make_checkpoint import PRESETS, build_checkpoint, generate_corpus
+from vllm_qwen3next.tools.make_checkpoint import PRESETS, build_checkpoint, generate_corpus
 
 transformers = pytest.importorskip("transformers")
 

@@ -18,7 +18,7 @@ def mtp_checkpoint(store):
 
 @pytest.fixture(scope="module")
 def prompts(mtp_checkpoint):
-    from vllm_qwen3next.train_tiny import corpus_prompts
+    from vllm_qwen3next.tools.train_tiny import corpus_prompts
 
     # Corpus-like prompts (the draft predicts them well: long accepted runs) and
     # random ones (frequent rejections), of lengths around the GDN chunk size.

@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from vllm_qwen3next.make_checkpoint import weight_specs
-from vllm_qwen3next.train_tiny import (
+from vllm_qwen3next.tools.make_checkpoint import weight_specs
+from vllm_qwen3next.tools.train_tiny import (
     KINDS,
     NUM_SYMBOLS,
     SYMBOL_BASE,

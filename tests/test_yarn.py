@@ -16,7 +16,7 @@ import torch
 
 from harness import make_prompts
 from reference import hf_reference
-from vllm_qwen3next.rope import (
+from vllm_qwen3next.rope_config import (
     checkpoint_rope_parameters,
     per_request_factors,
     resolve_rope_parameters,
@@ -79,7 +79,7 @@ def test_rotary_embedding_matches_transformers(head_dim, params, max_positions):
     from vllm.config import VllmConfig, set_current_vllm_config
     from vllm.model_executor.layers.rotary_embedding import get_rope
 
-    from vllm_qwen3next.rope import get_rotary_embedding
+    from vllm_qwen3next.layers.rotary_embedding import get_rotary_embedding
 
     params = params | {"partial_rotary_factor": 0.25}
     positions = torch.arange(max_positions)
@@ -101,9 +101,6 @@ def test_rotary_embedding_matches_transformers(head_dim, params, max_positions):
     if params["rope_type"] == "yarn":
         assert rows == int(params["original_max_position_embeddings"] * params["factor"]) < max_positions
     torch.testing.assert_close(vllm_rope.cos_sin_cache, table_ref[:rows], rtol=0, atol=2e-7)
-
-
-# --- settings -------------------------------------------------------------------------
 
 
 def _write_config(tmp_path, name: str, config: dict):
@@ -204,13 +201,10 @@ def test_per_request_factors():
     assert per_request_factors(8) == (1.0, 2.0, 4.0, 8.0)
 
 
-# --- engines ----------------------------------------------------------------------------
-
-
 def _yarn_checkpoint(store, rope_scaling: dict):
     """The tiny checkpoint (same weights) with ``rope_scaling`` in config.json
     (the store keys checkpoints by hashable overrides only)."""
-    from vllm_qwen3next.make_checkpoint import build_checkpoint
+    from vllm_qwen3next.tools.make_checkpoint import build_checkpoint
 
     name = "tiny-float32-rope-" + "-".join(f"{k}{v}" for k, v in sorted(rope_scaling.items()))
     path = store.root / name
@@ -307,9 +301,6 @@ def test_malformed_override_fails_at_start(store):
         "ValueError: Invalid Qwen3-Next rope settings (hf_overrides['rope_scaling']): "
         "original_max_position_embeddings is missing"
     ) in log
-
-
-# --- per-request factors (opt-in) ---------------------------------------------------------
 
 
 def test_per_request_mode_needs_prefix_caching_off(tmp_path):

@@ -1,19 +1,32 @@
-"""Reading and checking a Qwen3-Next configuration before any layer is built."""
+"""Reading and checking a Qwen3-Next configuration before any layer is built.
 
-from transformers import PretrainedConfig
+Imports neither vLLM nor transformers at run time, so the checkpoint maker
+(``tools/make_checkpoint.py``) uses :func:`layer_types` too.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 LAYER_TYPES = ("linear_attention", "full_attention")
 
 
-def layer_types(config: PretrainedConfig) -> list[str]:
+def layer_types(config: PretrainedConfig | dict) -> list[str]:
     """Per-layer mixer type: ``config.layer_types``, else every
-    ``full_attention_interval``-th layer is full attention (the released models)."""
-    types = getattr(config, "layer_types", None)
+    ``full_attention_interval``-th layer is full attention (the released models).
+    ``config`` is a PretrainedConfig or a config.json dict."""
+    def get(name, default=None):
+        return config.get(name, default) if isinstance(config, dict) else getattr(config, name, default)
+
+    types = get("layer_types")
     if types is None:
-        interval = getattr(config, "full_attention_interval", 4)
+        interval = get("full_attention_interval", 4)
         types = [
             "full_attention" if (i + 1) % interval == 0 else "linear_attention"
-            for i in range(config.num_hidden_layers)
+            for i in range(get("num_hidden_layers"))
         ]
     return list(types)
 

@@ -41,7 +41,7 @@ from vllm_qwen3next.layers.attention import Qwen3NextAttention
 from vllm_qwen3next.layers.gdn import GDN_CORE_OP, Qwen3NextGatedDeltaNet
 from vllm_qwen3next.layers.moe import Qwen3NextSparseMoeBlock
 from vllm_qwen3next.layers.state import gdn_state_dtypes, gdn_state_shapes
-from vllm_qwen3next.rope import rope_parameters_for
+from vllm_qwen3next.rope_config import rope_parameters_for
 from vllm_qwen3next.weights import checked_weights, expected_layout
 
 logger = init_logger(f"vllm.{__name__}")

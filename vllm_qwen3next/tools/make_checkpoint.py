@@ -37,6 +37,8 @@ import torch
 from safetensors.torch import save_file
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
+from vllm_qwen3next.config import LAYER_TYPES, layer_types
+
 PRESETS: dict[str, dict] = {
     # Loads in seconds; linear head dims of 64 so vLLM's CPU GDN kernel (64 or 128 only) runs it.
     "tiny": dict(
@@ -360,20 +362,10 @@ def make_config(preset: str, dtype: torch.dtype, vocab_size: int, bos_id: int, e
     )
     cfg.update(PRESETS[preset])
     cfg.update(overrides)
-    layer_types(cfg)  # validate
-    return dict(sorted(cfg.items()))
-
-
-def layer_types(cfg: dict) -> list[str]:
-    """`layer_types` if present, else derived from `full_attention_interval` as transformers does."""
-    n = cfg["num_hidden_layers"]
-    types = cfg.get("layer_types")
-    if types is None:
-        interval = cfg.get("full_attention_interval", 4)
-        types = ["full_attention" if (i + 1) % interval == 0 else "linear_attention" for i in range(n)]
-    if len(types) != n or not set(types) <= {"full_attention", "linear_attention"}:
+    types, n = layer_types(cfg), cfg["num_hidden_layers"]
+    if len(types) != n or not set(types) <= set(LAYER_TYPES):
         raise ValueError(f"layer_types {types} does not fit num_hidden_layers={n}")
-    return list(types)
+    return dict(sorted(cfg.items()))
 
 
 def _is_moe_layer(cfg: dict, i: int) -> bool:

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from torch import nn
 
-from vllm_qwen3next.make_checkpoint import build_checkpoint, save_state_dict, weight_specs
+from vllm_qwen3next.tools.make_checkpoint import build_checkpoint, save_state_dict, weight_specs
 
 # Corpus: each kind of pattern has its own block of NUM_SYMBOLS token ids (plain BPE merges of the
 # tokenizer), from SYMBOL_BASE up in KINDS order, so one token tells the kind.
