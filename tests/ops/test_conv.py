@@ -1,50 +1,26 @@
-"""causal_conv1d_fwd and causal_conv1d_update against the token-by-token fp32 reference.
-
-T = total tokens, B = decode batch, N = sequences, S = state slots, D = conv channels, W = conv width,
-L = conv state length.
-"""
+"""causal_conv1d_fwd, causal_conv1d_update and causal_conv1d_verify against the token-by-token fp32 references: the
+CPU op in detail, then the same checks on every device (CPU, Triton interpreted, each CUDA backend), then opcheck."""
 import pytest
 import torch
 import torch.nn.functional as F
+from utils import (QWEN_D, LENS, assert_opcheck, assert_untouched, check_causal_conv1d_fwd,
+                   check_causal_conv1d_update, check_causal_conv1d_verify, conv_inputs, cu_seqlens, dtype_id, i32,
+                   on_devices, opcheck_params, rel_rms)
 
-from qwen3next_kernels.conv import (causal_conv1d_fwd, causal_conv1d_update, naive_causal_conv1d_fwd,
-                                    naive_causal_conv1d_update)
+from qwen3next_kernels.conv import (causal_conv1d_fwd, causal_conv1d_update, causal_conv1d_verify,
+                                    naive_causal_conv1d_fwd, naive_causal_conv1d_update, naive_causal_conv1d_verify)
 
-NUM_SLOTS = 9
-SLOTS = [5, 2, 7, 0, 8, 3]  # non-trivial slot order in a cache of NUM_SLOTS
+SLOTS = [5, 2, 7, 0, 8, 3]  # non-trivial slot order in a cache of 9
 HAS_INITIAL_STATE = [True, False, True, True, False, True]
 
 
-def rel_rms(x: torch.Tensor, ref: torch.Tensor) -> float:
-    return ((x.float() - ref.float()).pow(2).mean().sqrt() / ref.float().pow(2).mean().sqrt()).item()
-
-
-def make_inputs(T, D, W, L, dtype, state_dtype, bias, strided, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(T, D + 8 if strided else D, generator=gen).to(dtype)[:, :D]  # a row-strided view when strided
-    weight = (0.5 * torch.randn(D, W, generator=gen)).to(dtype)
-    b = torch.randn(D, generator=gen).to(dtype) if bias else None
-    states = torch.randn(NUM_SLOTS, L, D, generator=gen).to(state_dtype)
-    return x, weight, b, states
-
-
-def make_cu_seqlens(seqlens):
-    return torch.tensor([0] + seqlens, dtype=torch.int32).cumsum(0, dtype=torch.int32)
-
-
-def assert_untouched(states, states0, used_slots):
-    for s in range(NUM_SLOTS):
-        if s not in used_slots:
-            assert torch.equal(states[s], states0[s]), f"slot {s} changed"
-
-
-def plain_bf16_conv(x, weight, bias, states0, cu_seqlens, slots, has_initial_state, W, silu):
+def plain_bf16_conv(x, weight, bias, states0, cu, slots, has_initial_state, W, silu):
     """The same conv in bf16 arithmetic (F.conv1d), the yardstick for bf16 error."""
     outs = []
     for n in range(len(slots)):
-        x_n = x[cu_seqlens[n]:cu_seqlens[n + 1]]
+        x_n = x[cu[n]:cu[n + 1]]
         history = states0[slots[n], -(W - 1):] if has_initial_state[n] else torch.zeros(W - 1, x.shape[1])
-        xx = torch.cat([history.bfloat16(), x_n.bfloat16()])  # [W - 1 + Ls, D]
+        xx = torch.cat([history.bfloat16(), x_n.bfloat16()])  # [W - 1 + Q, D]
         y = F.conv1d(xx.T[None], weight.bfloat16()[:, None], None if bias is None else bias.bfloat16(),
                      groups=x.shape[1])[0].T
         outs.append(F.silu(y) if silu else y)
@@ -65,7 +41,7 @@ FWD_CASES = [
 
 
 def fwd_id(seqlens, D, W, L, dtype, state_dtype, bias, silu, strided):
-    return (f"L{'-'.join(map(str, seqlens))}-D{D}-W{W}-stateL{L}-{str(dtype)[6:]}-state_{str(state_dtype)[6:]}"
+    return (f"L{'-'.join(map(str, seqlens))}-D{D}-W{W}-stateL{L}-{dtype_id(dtype)}-state_{dtype_id(state_dtype)}"
             f"{'-bias' if bias else ''}{'-silu' if silu else ''}{'-strided' if strided else ''}")
 
 
@@ -73,23 +49,23 @@ def fwd_id(seqlens, D, W, L, dtype, state_dtype, bias, silu, strided):
                          [pytest.param(*c, id=fwd_id(*c)) for c in FWD_CASES])
 def test_causal_conv1d_fwd(seqlens, D, W, L, dtype, state_dtype, bias, silu, strided):
     N = len(seqlens)
-    x, weight, b, states0 = make_inputs(sum(seqlens), D, W, L, dtype, state_dtype, bias, strided)
-    cu_seqlens = make_cu_seqlens(seqlens)
-    cache_indices = torch.tensor(SLOTS[:N], dtype=torch.int32)
+    x, weight, b, states0 = conv_inputs(sum(seqlens), D, W, L, dtype, state_dtype, bias, strided)
+    cu = cu_seqlens(seqlens)
+    state_indices = i32(SLOTS[:N])
     has_initial_state = torch.tensor(HAS_INITIAL_STATE[:N])
-    states0[cache_indices[~has_initial_state].long()] = float("nan")  # must not be read
+    states0[state_indices[~has_initial_state].long()] = float("nan")  # must not be read
 
     ref_states = states0.clone()
-    ref = naive_causal_conv1d_fwd(x.float(), weight.float(), None if b is None else b.float(), ref_states,
-                                  cu_seqlens, cache_indices, has_initial_state, silu)
+    ref = naive_causal_conv1d_fwd(x.float(), weight.float(), None if b is None else b.float(), ref_states, cu,
+                                  state_indices, has_initial_state, silu)
     states = states0.clone()
-    out = causal_conv1d_fwd(x, weight, b, states, cu_seqlens, cache_indices, has_initial_state, silu)
+    out = causal_conv1d_fwd(x, weight, b, states, cu, state_indices, has_initial_state, silu)
 
     assert out.shape == x.shape and out.dtype == dtype and out.is_contiguous()
     if dtype == torch.float32:
         assert rel_rms(out, ref) < 1e-6
     else:
-        plain = plain_bf16_conv(x, weight, b, states0, cu_seqlens, SLOTS[:N], HAS_INITIAL_STATE[:N], W, silu)
+        plain = plain_bf16_conv(x, weight, b, states0, cu, SLOTS[:N], HAS_INITIAL_STATE[:N], W, silu)
         assert rel_rms(out, ref) <= 2 * rel_rms(plain, ref)
     assert torch.equal(states, ref_states)  # state rows are copies of inputs
     assert_untouched(states, states0, SLOTS[:N])
@@ -97,40 +73,37 @@ def test_causal_conv1d_fwd(seqlens, D, W, L, dtype, state_dtype, bias, silu, str
 
 def test_causal_conv1d_fwd_varlen_matches_single_calls():
     seqlens, D, W, L = [65, 1, 2, 130], 24, 4, 5
-    x, weight, b, states0 = make_inputs(sum(seqlens), D, W, L, torch.float32, torch.float32, True, True)
-    cu = make_cu_seqlens(seqlens)
+    x, weight, b, states0 = conv_inputs(sum(seqlens), D, W, L, torch.float32, torch.float32, True, True)
+    cu = cu_seqlens(seqlens)
 
     states = states0.clone()
-    out = causal_conv1d_fwd(x, weight, b, states, cu, torch.tensor(SLOTS[:4], dtype=torch.int32),
-                            torch.tensor(HAS_INITIAL_STATE[:4]), True)
+    out = causal_conv1d_fwd(x, weight, b, states, cu, i32(SLOTS[:4]), torch.tensor(HAS_INITIAL_STATE[:4]), True)
     ref_states = states0.clone()
     for n in range(len(seqlens)):
         bos, eos = cu[n].item(), cu[n + 1].item()
-        out_n = causal_conv1d_fwd(x[bos:eos], weight, b, ref_states, make_cu_seqlens([eos - bos]),
-                                  torch.tensor([SLOTS[n]], dtype=torch.int32), torch.tensor([HAS_INITIAL_STATE[n]]),
-                                  True)
+        out_n = causal_conv1d_fwd(x[bos:eos], weight, b, ref_states, cu_seqlens([eos - bos]), i32([SLOTS[n]]),
+                                  torch.tensor([HAS_INITIAL_STATE[n]]), True)
         assert torch.equal(out[bos:eos], out_n)
     assert torch.equal(states, ref_states)
 
 
 def test_causal_conv1d_fwd_padded_entry():
     seqlens, D, W, L = [20, 30, 5], 16, 4, 3
-    x, weight, b, states0 = make_inputs(sum(seqlens), D, W, L, torch.float32, torch.float32, True, False)
-    cu = make_cu_seqlens(seqlens)
-    cache_indices = torch.tensor([5, -1, 2], dtype=torch.int32)
+    x, weight, b, states0 = conv_inputs(sum(seqlens), D, W, L, torch.float32, torch.float32, True, False)
+    cu = cu_seqlens(seqlens)
+    state_indices = i32([5, -1, 2])
     has_initial_state = torch.tensor([True, True, False])
 
     states = states0.clone()
-    out = causal_conv1d_fwd(x, weight, b, states, cu, cache_indices, has_initial_state, True)
+    out = causal_conv1d_fwd(x, weight, b, states, cu, state_indices, has_initial_state, True)
     ref_states = states0.clone()
-    ref = naive_causal_conv1d_fwd(x, weight, b, ref_states, cu, cache_indices, has_initial_state, True)
+    ref = naive_causal_conv1d_fwd(x, weight, b, ref_states, cu, state_indices, has_initial_state, True)
     assert torch.equal(out[20:50], torch.zeros(30, D))
     assert rel_rms(out, ref) < 1e-6 and torch.equal(states, ref_states)
     assert_untouched(states, states0, [5, 2])
 
     states = states0.clone()
-    causal_conv1d_fwd(x[20:50], weight, b, states, make_cu_seqlens([30]), torch.tensor([-1], dtype=torch.int32),
-                      torch.tensor([True]), True)
+    causal_conv1d_fwd(x[20:50], weight, b, states, cu_seqlens([30]), i32([-1]), torch.tensor([True]), True)
     assert torch.equal(states, states0)
 
 
@@ -138,17 +111,16 @@ def test_causal_conv1d_fwd_padded_entry():
 def test_causal_conv1d_fwd_continued(splits):
     """Calls continued from the previous call's conv state equal one call over the concatenation."""
     D, W, L = 24, 4, 5
-    x, weight, b, states0 = make_inputs(sum(splits), D, W, L, torch.float32, torch.float32, True, True)
-    slot = torch.tensor([7], dtype=torch.int32)
+    x, weight, b, states0 = conv_inputs(sum(splits), D, W, L, torch.float32, torch.float32, True, True)
+    slot = i32([7])
 
     whole_states = states0.clone()
-    whole = causal_conv1d_fwd(x, weight, b, whole_states, make_cu_seqlens([sum(splits)]), slot,
-                              torch.tensor([False]), True)
+    whole = causal_conv1d_fwd(x, weight, b, whole_states, cu_seqlens([sum(splits)]), slot, torch.tensor([False]),
+                              True)
     states = states0.clone()
     bos = 0
     for i, n in enumerate(splits):
-        out = causal_conv1d_fwd(x[bos:bos + n], weight, b, states, make_cu_seqlens([n]), slot,
-                                torch.tensor([i > 0]), True)
+        out = causal_conv1d_fwd(x[bos:bos + n], weight, b, states, cu_seqlens([n]), slot, torch.tensor([i > 0]), True)
         assert rel_rms(out, whole[bos:bos + n]) < 1e-6
         bos += n
     assert torch.equal(states, whole_states)
@@ -158,14 +130,13 @@ def test_causal_conv1d_fwd_continued(splits):
 def test_causal_conv1d_fwd_then_update():
     """Prefill then decode steps equal one prefill over all tokens."""
     D, W, L, T0, steps = 24, 4, 3, 65, 3
-    x, weight, b, states0 = make_inputs(T0 + steps, D, W, L, torch.float32, torch.float32, True, False)
-    slot = torch.tensor([2], dtype=torch.int32)
+    x, weight, b, states0 = conv_inputs(T0 + steps, D, W, L, torch.float32, torch.float32, True, False)
+    slot = i32([2])
 
     whole_states = states0.clone()
-    whole = causal_conv1d_fwd(x, weight, b, whole_states, make_cu_seqlens([T0 + steps]), slot, torch.tensor([True]),
-                              True)
+    whole = causal_conv1d_fwd(x, weight, b, whole_states, cu_seqlens([T0 + steps]), slot, torch.tensor([True]), True)
     states = states0.clone()
-    causal_conv1d_fwd(x[:T0], weight, b, states, make_cu_seqlens([T0]), slot, torch.tensor([True]), True)
+    causal_conv1d_fwd(x[:T0], weight, b, states, cu_seqlens([T0]), slot, torch.tensor([True]), True)
     for t in range(T0, T0 + steps):
         out = causal_conv1d_update(x[t:t + 1], weight, b, states, slot, True)
         assert rel_rms(out, whole[t:t + 1]) < 1e-6
@@ -185,22 +156,22 @@ UPDATE_CASES = [
 
 @pytest.mark.parametrize(("slots", "D", "W", "L", "dtype", "state_dtype", "bias", "silu"),
                          [pytest.param(*c, id=f"slots{'_'.join(map(str, c[0]))}-D{c[1]}-W{c[2]}-stateL{c[3]}"
-                                                f"-{str(c[4])[6:]}-state_{str(c[5])[6:]}"
-                                                f"{'-bias' if c[6] else ''}{'-silu' if c[7] else ''}")
+                                              f"-{dtype_id(c[4])}-state_{dtype_id(c[5])}"
+                                              f"{'-bias' if c[6] else ''}{'-silu' if c[7] else ''}")
                           for c in UPDATE_CASES])
 def test_causal_conv1d_update(slots, D, W, L, dtype, state_dtype, bias, silu):
     B = len(slots)
-    x, weight, b, states0 = make_inputs(B, D, W, L, dtype, state_dtype, bias, True)
-    cache_indices = torch.tensor(slots, dtype=torch.int32)
+    x, weight, b, states0 = conv_inputs(B, D, W, L, dtype, state_dtype, bias, True)
+    state_indices = i32(slots)
 
     ref_states = states0.clone()
     ref = naive_causal_conv1d_update(x.float(), weight.float(), None if b is None else b.float(), ref_states,
-                                     cache_indices, silu)
+                                     state_indices, silu)
     states = states0.clone()
-    out = causal_conv1d_update(x, weight, b, states, cache_indices, silu)
+    out = causal_conv1d_update(x, weight, b, states, state_indices, silu)
 
     assert out.shape == (B, D) and out.dtype == dtype
-    padded = cache_indices < 0
+    padded = state_indices < 0
     assert torch.equal(out[padded], torch.zeros_like(out[padded]))
     if not padded.all():
         assert rel_rms(out[~padded], ref[~padded]) < (1e-6 if dtype == torch.float32 else 4e-3)
@@ -211,31 +182,113 @@ def test_causal_conv1d_update(slots, D, W, L, dtype, state_dtype, bias, silu):
 def test_causal_conv1d_conv_states_as_transposed_view():
     """conv_states may be a view of a [S, D, L] cache (channels outer), as a hybrid KV cache lays it out."""
     seqlens, D, W, L = [65, 3], 24, 4, 3
-    x, weight, b, states0 = make_inputs(sum(seqlens), D, W, L, torch.float32, torch.float32, True, False)
-    cu = make_cu_seqlens(seqlens)
-    cache_indices = torch.tensor([5, 2], dtype=torch.int32)
+    x, weight, b, states0 = conv_inputs(sum(seqlens), D, W, L, torch.float32, torch.float32, True, False)
+    cu = cu_seqlens(seqlens)
+    state_indices = i32([5, 2])
     has_initial_state = torch.tensor([True, False])
 
     ref_states = states0.clone()
-    ref = causal_conv1d_fwd(x, weight, b, ref_states, cu, cache_indices, has_initial_state, True)
-    ref_update = causal_conv1d_update(x[:2], weight, b, ref_states, cache_indices, True)
+    ref = causal_conv1d_fwd(x, weight, b, ref_states, cu, state_indices, has_initial_state, True)
+    ref_update = causal_conv1d_update(x[:2], weight, b, ref_states, state_indices, True)
     states = states0.transpose(1, 2).contiguous().transpose(1, 2)  # [S, L, D] view of [S, D, L] storage
-    out = causal_conv1d_fwd(x, weight, b, states, cu, cache_indices, has_initial_state, True)
-    out_update = causal_conv1d_update(x[:2], weight, b, states, cache_indices, True)
+    out = causal_conv1d_fwd(x, weight, b, states, cu, state_indices, has_initial_state, True)
+    out_update = causal_conv1d_update(x[:2], weight, b, states, state_indices, True)
     assert torch.equal(out, ref) and torch.equal(out_update, ref_update) and torch.equal(states, ref_states)
 
 
-def test_opcheck_causal_conv1d_fwd():
-    x, weight, b, states = make_inputs(70, 16, 4, 3, torch.float32, torch.float32, True, True)
-    torch.library.opcheck(torch.ops.qwen3next.causal_conv1d_fwd.default,
-                          (x, weight, b, states, make_cu_seqlens([65, 5]), torch.tensor([5, -1], dtype=torch.int32),
-                           torch.tensor([True, False]), True))
-    torch.library.opcheck(torch.ops.qwen3next.causal_conv1d_fwd.default,
-                          (x, weight, None, states, make_cu_seqlens([70]), torch.tensor([2], dtype=torch.int32),
-                           torch.tensor([False]), False))
+@pytest.mark.parametrize("k", [1, 2, 4], ids=lambda k: f"k{k}")
+def test_causal_conv1d_verify_matches_naive(k):
+    D, W = 24, 4
+    L = W - 1 + k
+    lens = [k + 1, k + 1, 1]
+    slots = i32([7, -1, 3])
+    accepted = i32([k + 1, 1, 1])
+    x = torch.randn(sum(lens), D)
+    weight, states = torch.randn(D, W), torch.randn(12, L, D)
+    ref_states = states.clone()
+    out = causal_conv1d_verify(x, weight, None, states, cu_seqlens(lens), slots, accepted, True)
+    ref = naive_causal_conv1d_verify(x, weight, None, ref_states, cu_seqlens(lens), slots, accepted, True)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(states, ref_states)
+    assert out[k + 1:2 * k + 2].abs().sum() == 0  # padded sequence: zeros
 
 
-def test_opcheck_causal_conv1d_update():
-    x, weight, b, states = make_inputs(3, 16, 4, 3, torch.bfloat16, torch.bfloat16, True, False)
-    torch.library.opcheck(torch.ops.qwen3next.causal_conv1d_update.default,
-                          (x, weight, b, states, torch.tensor([5, -1, 2], dtype=torch.int32), True))
+@pytest.mark.parametrize("k", [1, 2, 3], ids=lambda k: f"k{k}")
+@pytest.mark.parametrize("accept", ["none", "some", "all"])
+def test_causal_conv1d_verify_continues_from_accepted(k, accept):
+    """Prefill, verify Q = k + 1 tokens, accept a of them, verify again: the second step's outputs equal a plain
+    causal conv over prompt + accepted + new tokens."""
+    D, W = 16, 4
+    L = W - 1 + k
+    a = {"none": 1, "some": max(1, k // 2 + 1), "all": k + 1}[accept]
+    prompt, step1, step2 = torch.randn(9, D), torch.randn(k + 1, D), torch.randn(k + 1, D)
+    weight = torch.randn(D, W)
+    states = torch.zeros(12, L, D)
+    slot = i32([4])
+    # Prefill writes the window to rows [0, W - 1) (vLLM's non-speculative layout).
+    window = states[:, : W - 1]
+    naive_causal_conv1d_fwd(prompt, weight, None, window, cu_seqlens([9]), slot, torch.zeros(1, dtype=torch.bool),
+                            True)
+    causal_conv1d_verify(step1, weight, None, states, cu_seqlens([k + 1]), slot, i32([1]), True)
+    out = causal_conv1d_verify(step2, weight, None, states, cu_seqlens([k + 1]), slot, i32([a]), True)
+    history = torch.cat([prompt, step1[:a], step2])
+    full = naive_causal_conv1d_fwd(history, weight, None, torch.zeros(1, W - 1, D), cu_seqlens([len(history)]),
+                                   i32([0]), torch.zeros(1, dtype=torch.bool), True)
+    torch.testing.assert_close(out, full[-(k + 1):], rtol=1e-5, atol=1e-5)
+
+
+FWD_SMALL = {
+    "L1-63-64-65": dict(lens=[1, 63, 64, 65], D=136, L=3),
+    "bf16-L5": dict(lens=[2, 1, 130, 3], D=136, L=5, dtype=torch.bfloat16, state_dtype=torch.bfloat16, bias=False),
+    "short-no_silu": dict(lens=[1, 2, 1], D=136, L=4, silu=False),
+}
+FWD_QWEN = {
+    "fp32": dict(lens=LENS, D=QWEN_D),
+    "bf16": dict(lens=LENS, D=QWEN_D, dtype=torch.bfloat16, state_dtype=torch.bfloat16, bias=False),
+    "bf16-fp32state-L5": dict(lens=LENS, D=QWEN_D, L=5, dtype=torch.bfloat16),
+    "short-no_silu": dict(lens=[1, 2, 1, 3, 2], D=300, L=4, silu=False),
+}
+
+
+@pytest.mark.parametrize(("device", "case"), on_devices("causal_conv1d_fwd", FWD_SMALL, FWD_QWEN))
+def test_causal_conv1d_fwd_devices(run, device, case):
+    run(check_causal_conv1d_fwd, device, **case)
+
+
+UPDATE_SMALL = {
+    "B1-L3": dict(B=1, D=300, L=3),
+    "B5-L6-bf16": dict(B=5, D=300, L=6, dtype=torch.bfloat16, state_dtype=torch.bfloat16),
+}
+UPDATE_QWEN = {
+    "B1-fp32": dict(B=1, D=QWEN_D, L=3),
+    "B64-bf16": dict(B=64, D=QWEN_D, L=3, dtype=torch.bfloat16, state_dtype=torch.bfloat16),
+    "B7-L6-fp32": dict(B=7, D=QWEN_D, L=6),
+}
+
+
+@pytest.mark.parametrize(("device", "case"), on_devices("causal_conv1d_update", UPDATE_SMALL, UPDATE_QWEN))
+def test_causal_conv1d_update_devices(run, device, case):
+    run(check_causal_conv1d_update, device, **case)
+
+
+VERIFY_SMALL = {
+    f"k{k}-{name}": dict(N=6, k=k, D=136, dtype=dtype, state_dtype=dtype, bias=bias, silu=silu, seed=k)
+    for k in (1, 2, 4)
+    for name, dtype, bias, silu in [("fp32", torch.float32, True, True), ("bf16-no_bias", torch.bfloat16, False, True),
+                                    ("fp32-no_silu", torch.float32, False, False)]
+}
+VERIFY_QWEN = {
+    f"k{k}-{dtype_id(dtype)}": dict(N=24, k=k, D=QWEN_D, dtype=dtype, state_dtype=dtype, bias=False)
+    for k in (1, 2, 4) for dtype in (torch.bfloat16, torch.float32)
+}
+
+
+@pytest.mark.parametrize(("device", "case"), on_devices("causal_conv1d_verify", VERIFY_SMALL, VERIFY_QWEN))
+def test_causal_conv1d_verify_devices(run, device, case):
+    run(check_causal_conv1d_verify, device, **case)
+
+
+@pytest.mark.parametrize(("op", "device"),
+                         opcheck_params(["causal_conv1d_fwd", "causal_conv1d_update", "causal_conv1d_verify"]))
+def test_opcheck(op, device):
+    assert_opcheck(op, device)

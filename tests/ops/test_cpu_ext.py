@@ -1,17 +1,15 @@
 """The C++ CPU decode kernels (kernels/csrc/gdn_decode_cpu.cpp) against the PyTorch path and the fp32 references.
 
-Where the extension is built, causal_conv1d_update, fused_recurrent_gated_delta_rule and fused_gdn_decode run it on
+Where the extension is built, causal_conv1d_update, fused_recurrent_gated_delta_rule and gdn_decode run it on
 CPU (test_conv.py and test_gated_delta_rule.py then test it against the references); here the same ops run once more
-with it turned off, so the PyTorch fallback stays tested, and the whole fused decode step is checked.
-
-B = decode batch, S = state slots, D = conv channels, W = conv width, L = conv state length, H = key heads,
-HV = value heads, K = key head dim, V = value head dim.
+with it turned off, so the PyTorch fallback stays tested, and the whole decode step is checked.
 """
 import os
 
 import pytest
 import torch
 import torch.nn.functional as F
+from utils import rel_rms
 
 from qwen3next_kernels import cpu_ext
 from qwen3next_kernels.conv import causal_conv1d_update, naive_causal_conv1d_update
@@ -21,10 +19,6 @@ from qwen3next_kernels.norm import naive_gated_rms_norm
 
 NUM_SLOTS = 9
 ops = torch.ops.qwen3next
-
-
-def rel_rms(x: torch.Tensor, ref: torch.Tensor) -> float:
-    return ((x.float() - ref.float()).pow(2).mean().sqrt() / ref.float().pow(2).mean().sqrt().clamp_min(1e-30)).item()
 
 
 @pytest.fixture(params=["cpp", "torch"])
@@ -81,7 +75,7 @@ def test_decode_ops_on_both_paths(cpu_path, dtype, state_dtype):
 
 
 def decode_inputs(B, H, HV, K, V, W, L, dtype, state_dtype, bias, seed=0):
-    """fused_gdn_decode arguments, with mixed_qkv, z and a, b as views of one projection output (as in the model)."""
+    """gdn_decode arguments, with mixed_qkv, z and a, b as views of one projection output (as in the model)."""
     gen = torch.Generator().manual_seed(seed)
     D = 2 * H * K + HV * V
     qkvz = torch.randn(B, D + HV * V, generator=gen).to(dtype)
@@ -136,12 +130,12 @@ DECODE_CASES = [
                          [pytest.param(*c, id=f"B{c[0]}-H{c[1]}-HV{c[2]}-K{c[3]}-V{c[4]}-W{c[5]}-L{c[6]}"
                                               f"-{str(c[7])[6:]}-state_{str(c[8])[6:]}{'-bias' if c[9] else ''}")
                           for c in DECODE_CASES])
-def test_fused_gdn_decode(cpu_path, B, H, HV, K, V, W, L, dtype, state_dtype, bias):
+def test_gdn_decode(cpu_path, B, H, HV, K, V, W, L, dtype, state_dtype, bias):
     x = decode_inputs(B, H, HV, K, V, W, L, dtype, state_dtype, bias)
     ref_x = clone(upcast(x))
     ref = naive_decode(ref_x)
     run = clone(x)
-    out = ops.fused_gdn_decode(**run)
+    out = ops.gdn_decode(**run)
 
     assert out.shape == (B, HV, V) and out.dtype == dtype
     padded = x["state_indices"] < 0
@@ -178,19 +172,15 @@ def _composed(x: dict):
     return o, x["z"]
 
 
-def test_fused_gdn_decode_matches_composition():
+def test_gdn_decode_matches_composition():
     """The C++ step equals the base ops composed (both round the conv output and o to bf16 the same way)."""
     if not cpu_ext.available():
         pytest.skip("the C++ CPU kernels are not built here")
     x = decode_inputs(4, 2, 4, 128, 128, 4, 3, torch.bfloat16, torch.float32, False)
     fused, composed = clone(x), clone(x)
-    out = ops.fused_gdn_decode(**fused)
+    out = ops.gdn_decode(**fused)
     ref = ops.gated_rms_norm(*_composed(composed), x["norm_weight"], x["norm_eps"])
     assert rel_rms(out, ref) < 2e-3  # a rare 1-ulp flip of a bf16 rounding
     assert torch.equal(fused["conv_states"], composed["conv_states"])
     assert rel_rms(fused["ssm_states"], composed["ssm_states"]) < 1e-6
 
-
-def test_opcheck_fused_gdn_decode():
-    x = decode_inputs(3, 1, 2, 16, 16, 4, 3, torch.bfloat16, torch.float32, True)
-    torch.library.opcheck(torch.ops.qwen3next.fused_gdn_decode.default, tuple(x.values()))

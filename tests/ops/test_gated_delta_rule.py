@@ -1,24 +1,24 @@
-"""chunk_gated_delta_rule and fused_recurrent_gated_delta_rule against the token-by-token fp32 reference.
-
-T = total tokens, B = decode batch, N = sequences, S = state slots, H = key heads, HV = value heads,
-K = key head dim, V = value head dim.
-"""
+"""chunk_gated_delta_rule, fused_recurrent_gated_delta_rule, recurrent_gated_delta_rule_verify and gdn_decode
+against the token-by-token fp32 references: the CPU ops in detail, then the same checks on every device (CPU,
+Triton interpreted, each CUDA backend: fla's chunk kernels too), then opcheck. gdn_decode's CPU op is checked
+against the references in test_cpu_ext.py."""
 import pytest
 import torch
 import torch.nn.functional as F
+from utils import (GATES, LENS, assert_opcheck, assert_untouched, check_chunk_gated_delta_rule,
+                   check_fused_recurrent_gated_delta_rule, check_gdn_decode, check_recurrent_gated_delta_rule_verify,
+                   cu_seqlens, dtype_id, i32, on_devices, opcheck_params, qkv_g_beta, rel_rms, triton_devices)
 
 from qwen3next_kernels.gated_delta_rule import chunk as chunk_module
 from qwen3next_kernels.gated_delta_rule import (chunk_gated_delta_rule, fused_recurrent_gated_delta_rule,
                                                 naive_fused_recurrent_gated_delta_rule,
-                                                naive_recurrent_gated_delta_rule)
+                                                naive_recurrent_gated_delta_rule,
+                                                naive_recurrent_gated_delta_rule_verify,
+                                                recurrent_gated_delta_rule_verify)
 
-NUM_SLOTS = 9
-SLOTS = [5, 2, 7, 0, 8, 3]  # non-trivial slot order in a cache of NUM_SLOTS
+SLOTS = [5, 2, 7, 0, 8, 3]  # non-trivial slot order in a cache of 9
 HAS_INITIAL_STATE = [True, False, True, True, False, True]
-
-
-def rel_rms(x: torch.Tensor, ref: torch.Tensor) -> float:
-    return ((x.float() - ref.float()).pow(2).mean().sqrt() / ref.float().pow(2).mean().sqrt()).item()
+SMALL = (1, 2, 16, 32)  # H, HV, K, V of the interpreted checks
 
 
 def o_tol(dtype: torch.dtype) -> float:
@@ -29,39 +29,6 @@ def o_tol(dtype: torch.dtype) -> float:
 def state_tol(dtype: torch.dtype) -> float:
     # a bf16 cache is written once from fp32: the two roundings rarely differ
     return 1e-5 if dtype == torch.float32 else 1e-3
-
-
-def make_inputs(T, H, HV, K, V, dtype, gates="random", seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    q = torch.randn(T, H, K, generator=gen).to(dtype)
-    k = torch.randn(T, H, K, generator=gen).to(dtype)
-    v = torch.randn(T, HV, V, generator=gen).to(dtype)
-    g = F.logsigmoid(torch.randn(T, HV, generator=gen))
-    beta = torch.rand(T, HV, generator=gen)
-    if gates == "g_near_0":
-        g = torch.full((T, HV), -1e-6)
-    elif gates == "g_-20":
-        g = -20 - torch.rand(T, HV, generator=gen)
-    elif gates == "beta_near_0":
-        beta = torch.full((T, HV), 1e-6)
-    elif gates == "beta_near_1":
-        beta = torch.full((T, HV), 1 - 1e-6)
-    return q, k, v, g, beta
-
-
-def make_states(HV, K, V, dtype, seed=1):
-    gen = torch.Generator().manual_seed(seed)
-    return (0.1 * torch.randn(NUM_SLOTS, HV, K, V, generator=gen)).to(dtype)
-
-
-def make_cu_seqlens(seqlens):
-    return torch.tensor([0] + seqlens, dtype=torch.int32).cumsum(0, dtype=torch.int32)
-
-
-def assert_untouched(states, states0, used_slots):
-    for s in range(NUM_SLOTS):
-        if s not in used_slots:
-            assert torch.equal(states[s], states0[s]), f"slot {s} changed"
 
 
 CHUNK_CASES = [
@@ -80,30 +47,28 @@ CHUNK_CASES = [
 
 
 def case_id(seqlens, H, HV, K, V, dtype, state_dtype, l2):
-    return (f"L{'-'.join(map(str, seqlens))}-H{H}-HV{HV}-K{K}-V{V}-{str(dtype)[6:]}"
-            f"-state_{str(state_dtype)[6:]}{'-l2' if l2 else ''}")
+    return (f"L{'-'.join(map(str, seqlens))}-H{H}-HV{HV}-K{K}-V{V}-{dtype_id(dtype)}"
+            f"-state_{dtype_id(state_dtype)}{'-l2' if l2 else ''}")
 
 
 @pytest.mark.parametrize(("seqlens", "H", "HV", "K", "V", "dtype", "state_dtype", "use_qk_l2norm"),
                          [pytest.param(*c, id=case_id(*c)) for c in CHUNK_CASES])
 def test_chunk_gated_delta_rule(seqlens, H, HV, K, V, dtype, state_dtype, use_qk_l2norm):
     N, T = len(seqlens), sum(seqlens)
-    q, k, v, g, beta = make_inputs(T, H, HV, K, V, dtype)
+    q, k, v, g, beta, states0 = qkv_g_beta(T, H, HV, K, V, dtype, state_dtype=state_dtype)
     if not use_qk_l2norm:  # keep the delta rule contractive without the in-kernel norm
         q, k = F.normalize(q.float(), dim=-1).to(dtype), F.normalize(k.float(), dim=-1).to(dtype)
-    states0 = make_states(HV, K, V, state_dtype)
-    cu_seqlens = make_cu_seqlens(seqlens)
-    state_indices = torch.tensor(SLOTS[:N], dtype=torch.int32)
+    cu = cu_seqlens(seqlens)
+    state_indices = i32(SLOTS[:N])
     has_initial_state = torch.tensor(HAS_INITIAL_STATE[:N])
     states0[state_indices[~has_initial_state].long()] = float("nan")  # must not be read
     scale = K ** -0.5
 
     ref_states = states0.clone()
-    ref = naive_recurrent_gated_delta_rule(q.float(), k.float(), v.float(), g, beta, scale, ref_states, cu_seqlens,
+    ref = naive_recurrent_gated_delta_rule(q.float(), k.float(), v.float(), g, beta, scale, ref_states, cu,
                                            state_indices, has_initial_state, use_qk_l2norm)
     states = states0.clone()
-    o = chunk_gated_delta_rule(q, k, v, g, beta, scale, states, cu_seqlens, state_indices, has_initial_state,
-                               use_qk_l2norm)
+    o = chunk_gated_delta_rule(q, k, v, g, beta, scale, states, cu, state_indices, has_initial_state, use_qk_l2norm)
 
     assert o.shape == (T, HV, V) and o.dtype == dtype
     assert rel_rms(o, ref) < o_tol(dtype)
@@ -115,9 +80,8 @@ def test_chunk_gated_delta_rule(seqlens, H, HV, K, V, dtype, state_dtype, use_qk
 @pytest.mark.parametrize("gates", ["g_near_0", "g_-20", "beta_near_0", "beta_near_1"])
 def test_chunk_gated_delta_rule_extreme_gates(gates):
     seqlens, H, HV, K, V = [150, 65], 2, 4, 32, 32
-    q, k, v, g, beta = make_inputs(sum(seqlens), H, HV, K, V, torch.float32, gates)
-    states0 = make_states(HV, K, V, torch.float32)
-    args = (make_cu_seqlens(seqlens), torch.tensor(SLOTS[:2], dtype=torch.int32), torch.tensor([True, False]), True)
+    q, k, v, g, beta, states0 = qkv_g_beta(sum(seqlens), H, HV, K, V, torch.float32, gates)
+    args = (cu_seqlens(seqlens), i32(SLOTS[:2]), torch.tensor([True, False]), True)
 
     ref_states = states0.clone()
     ref = naive_recurrent_gated_delta_rule(q, k, v, g, beta, K ** -0.5, ref_states, *args)
@@ -131,20 +95,19 @@ def test_chunk_gated_delta_rule_extreme_gates(gates):
 
 def test_chunk_gated_delta_rule_varlen_matches_single_calls():
     seqlens, H, HV, K, V = [65, 1, 200, 64], 2, 4, 32, 16
-    q, k, v, g, beta = make_inputs(sum(seqlens), H, HV, K, V, torch.float32)
-    states0 = make_states(HV, K, V, torch.float32)
-    cu = make_cu_seqlens(seqlens)
+    q, k, v, g, beta, states0 = qkv_g_beta(sum(seqlens), H, HV, K, V, torch.float32)
+    cu = cu_seqlens(seqlens)
 
     states = states0.clone()
-    o = chunk_gated_delta_rule(q, k, v, g, beta, 0.2, states, cu, torch.tensor(SLOTS[:4], dtype=torch.int32),
-                               torch.tensor(HAS_INITIAL_STATE[:4]), True)
+    o = chunk_gated_delta_rule(q, k, v, g, beta, 0.2, states, cu, i32(SLOTS[:4]), torch.tensor(HAS_INITIAL_STATE[:4]),
+                               True)
 
     ref_states = states0.clone()
     for n in range(len(seqlens)):
         bos, eos = cu[n].item(), cu[n + 1].item()
         o_n = chunk_gated_delta_rule(q[bos:eos], k[bos:eos], v[bos:eos], g[bos:eos], beta[bos:eos], 0.2, ref_states,
-                                     make_cu_seqlens([eos - bos]), torch.tensor([SLOTS[n]], dtype=torch.int32),
-                                     torch.tensor([HAS_INITIAL_STATE[n]]), True)
+                                     cu_seqlens([eos - bos]), i32([SLOTS[n]]), torch.tensor([HAS_INITIAL_STATE[n]]),
+                                     True)
         assert rel_rms(o[bos:eos], o_n) < 1e-6
     assert rel_rms(states, ref_states) < 1e-6
 
@@ -153,10 +116,8 @@ def test_chunk_gated_delta_rule_varlen_matches_single_calls():
 def test_chunk_gated_delta_rule_chunk_groups(group_chunks, monkeypatch):
     """Long prefills run in groups of chunks; small groups (down to one step per group) change nothing."""
     seqlens, H, HV, K, V = [300, 1, 130, 65, 64], 2, 4, 16, 16
-    q, k, v, g, beta = make_inputs(sum(seqlens), H, HV, K, V, torch.float32)
-    states0 = make_states(HV, K, V, torch.float32)
-    args = (make_cu_seqlens(seqlens), torch.tensor(SLOTS[:5], dtype=torch.int32),
-            torch.tensor(HAS_INITIAL_STATE[:5]), True)
+    q, k, v, g, beta, states0 = qkv_g_beta(sum(seqlens), H, HV, K, V, torch.float32)
+    args = (cu_seqlens(seqlens), i32(SLOTS[:5]), torch.tensor(HAS_INITIAL_STATE[:5]), True)
 
     ref_states = states0.clone()
     ref = chunk_gated_delta_rule(q, k, v, g, beta, 0.25, ref_states, *args)
@@ -166,28 +127,26 @@ def test_chunk_gated_delta_rule_chunk_groups(group_chunks, monkeypatch):
     assert rel_rms(o, ref) < 1e-6 and rel_rms(states, ref_states) < 1e-6
 
 
-@pytest.mark.parametrize("state_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("state_dtype", [torch.float32, torch.bfloat16], ids=dtype_id)
 def test_chunk_gated_delta_rule_padded_entry(state_dtype):
     seqlens, H, HV, K, V = [70, 30, 5], 1, 2, 16, 16
-    q, k, v, g, beta = make_inputs(sum(seqlens), H, HV, K, V, torch.float32)
-    states0 = make_states(HV, K, V, state_dtype)
-    cu = make_cu_seqlens(seqlens)
+    q, k, v, g, beta, states0 = qkv_g_beta(sum(seqlens), H, HV, K, V, torch.float32, state_dtype=state_dtype)
+    cu = cu_seqlens(seqlens)
 
     states = states0.clone()
-    o = chunk_gated_delta_rule(q, k, v, g, beta, 0.25, states, cu, torch.tensor([5, -1, 2], dtype=torch.int32),
-                               torch.tensor([True, True, False]), True)
+    o = chunk_gated_delta_rule(q, k, v, g, beta, 0.25, states, cu, i32([5, -1, 2]), torch.tensor([True, True, False]),
+                               True)
     assert torch.equal(o[70:100], torch.zeros(30, HV, V))
     assert_untouched(states, states0, [5, 2])
 
     ref_states = states0.clone()
-    ref = naive_recurrent_gated_delta_rule(q, k, v, g, beta, 0.25, ref_states, cu,
-                                           torch.tensor([5, -1, 2], dtype=torch.int32),
+    ref = naive_recurrent_gated_delta_rule(q, k, v, g, beta, 0.25, ref_states, cu, i32([5, -1, 2]),
                                            torch.tensor([True, True, False]), True)
     assert rel_rms(o, ref) < 1e-5 and rel_rms(states, ref_states) < state_tol(state_dtype)
 
     states = states0.clone()
-    chunk_gated_delta_rule(q[70:100], k[70:100], v[70:100], g[70:100], beta[70:100], 0.25, states,
-                           make_cu_seqlens([30]), torch.tensor([-1], dtype=torch.int32), torch.tensor([True]), True)
+    chunk_gated_delta_rule(q[70:100], k[70:100], v[70:100], g[70:100], beta[70:100], 0.25, states, cu_seqlens([30]),
+                           i32([-1]), torch.tensor([True]), True)
     assert torch.equal(states, states0)
 
 
@@ -197,20 +156,19 @@ def test_chunk_gated_delta_rule_continued(splits):
     """Calls continued from the previous call's final state equal one call over the concatenation."""
     H, HV, K, V = 2, 4, 32, 32
     T = sum(splits)
-    q, k, v, g, beta = make_inputs(T, H, HV, K, V, torch.float32)
-    states0 = make_states(HV, K, V, torch.float32)
-    slot = torch.tensor([7], dtype=torch.int32)
+    q, k, v, g, beta, states0 = qkv_g_beta(T, H, HV, K, V, torch.float32)
+    slot = i32([7])
 
     whole_states = states0.clone()
-    whole = chunk_gated_delta_rule(q, k, v, g, beta, 0.2, whole_states, make_cu_seqlens([T]), slot,
-                                   torch.tensor([False]), True)
+    whole = chunk_gated_delta_rule(q, k, v, g, beta, 0.2, whole_states, cu_seqlens([T]), slot, torch.tensor([False]),
+                                   True)
 
     states = states0.clone()
     bos = 0
     for i, n in enumerate(splits):
         eos = bos + n
         o = chunk_gated_delta_rule(q[bos:eos], k[bos:eos], v[bos:eos], g[bos:eos], beta[bos:eos], 0.2, states,
-                                   make_cu_seqlens([n]), slot, torch.tensor([i > 0]), True)
+                                   cu_seqlens([n]), slot, torch.tensor([i > 0]), True)
         assert rel_rms(o, whole[bos:eos]) < 1e-5
         bos = eos
     assert rel_rms(states, whole_states) < 1e-5
@@ -220,15 +178,14 @@ def test_chunk_gated_delta_rule_continued(splits):
 def test_chunk_then_fused_recurrent_decode():
     """Prefill then decode steps equal one prefill over all tokens."""
     H, HV, K, V, T0, steps = 2, 4, 32, 32, 77, 3
-    q, k, v, g, beta = make_inputs(T0 + steps, H, HV, K, V, torch.float32)
-    states0 = make_states(HV, K, V, torch.float32)
-    slot = torch.tensor([2], dtype=torch.int32)
+    q, k, v, g, beta, states0 = qkv_g_beta(T0 + steps, H, HV, K, V, torch.float32)
+    slot = i32([2])
 
     whole_states = states0.clone()
-    whole = chunk_gated_delta_rule(q, k, v, g, beta, 0.2, whole_states, make_cu_seqlens([T0 + steps]), slot,
+    whole = chunk_gated_delta_rule(q, k, v, g, beta, 0.2, whole_states, cu_seqlens([T0 + steps]), slot,
                                    torch.tensor([True]), True)
     states = states0.clone()
-    chunk_gated_delta_rule(q[:T0], k[:T0], v[:T0], g[:T0], beta[:T0], 0.2, states, make_cu_seqlens([T0]), slot,
+    chunk_gated_delta_rule(q[:T0], k[:T0], v[:T0], g[:T0], beta[:T0], 0.2, states, cu_seqlens([T0]), slot,
                            torch.tensor([True]), True)
     for t in range(T0, T0 + steps):
         o = fused_recurrent_gated_delta_rule(q[t:t + 1], k[t:t + 1], v[t:t + 1], g[t:t + 1], beta[t:t + 1], 0.2,
@@ -250,13 +207,12 @@ RECURRENT_CASES = [
 
 @pytest.mark.parametrize(("B", "slots", "H", "HV", "K", "V", "dtype", "state_dtype"),
                          [pytest.param(*c, id=f"B{c[0]}-slots{'_'.join(map(str, c[1]))}-H{c[2]}-HV{c[3]}-K{c[4]}"
-                                                f"-V{c[5]}-{str(c[6])[6:]}-state_{str(c[7])[6:]}")
+                                              f"-V{c[5]}-{dtype_id(c[6])}-state_{dtype_id(c[7])}")
                           for c in RECURRENT_CASES])
 @pytest.mark.parametrize("gates", ["random", "g_-20", "beta_near_1"])
 def test_fused_recurrent_gated_delta_rule(B, slots, H, HV, K, V, dtype, state_dtype, gates):
-    q, k, v, g, beta = make_inputs(B, H, HV, K, V, dtype, gates)
-    states0 = make_states(HV, K, V, state_dtype)
-    state_indices = torch.tensor(slots, dtype=torch.int32)
+    q, k, v, g, beta, states0 = qkv_g_beta(B, H, HV, K, V, dtype, gates, state_dtype=state_dtype)
+    state_indices = i32(slots)
 
     ref_states = states0.clone()
     ref = naive_fused_recurrent_gated_delta_rule(q.float(), k.float(), v.float(), g, beta, K ** -0.5, ref_states,
@@ -274,16 +230,136 @@ def test_fused_recurrent_gated_delta_rule(B, slots, H, HV, K, V, dtype, state_dt
     assert_untouched(states, states0, used)
 
 
-def test_opcheck_chunk_gated_delta_rule():
-    q, k, v, g, beta = make_inputs(70, 1, 2, 16, 16, torch.float32)
-    states = make_states(2, 16, 16, torch.float32)
-    torch.library.opcheck(torch.ops.qwen3next.chunk_gated_delta_rule.default,
-                          (q, k, v, g, beta, 0.25, states, make_cu_seqlens([65, 5]),
-                           torch.tensor([5, 2], dtype=torch.int32), torch.tensor([True, False]), True))
+def verify_inputs(T, H=2, HV=4, K=16, V=8, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    q, k = torch.randn(T, H, K, generator=gen), torch.randn(T, H, K, generator=gen)
+    v = torch.randn(T, HV, V, generator=gen)
+    g = -torch.rand(T, HV, generator=gen) * 2
+    beta = torch.rand(T, HV, generator=gen)
+    return q, k, v, g, beta
 
 
-def test_opcheck_fused_recurrent_gated_delta_rule():
-    q, k, v, g, beta = make_inputs(3, 1, 2, 16, 16, torch.bfloat16)
-    states = make_states(2, 16, 16, torch.bfloat16)
-    torch.library.opcheck(torch.ops.qwen3next.fused_recurrent_gated_delta_rule.default,
-                          (q, k, v, g, beta, 0.25, states, torch.tensor([5, -1, 2], dtype=torch.int32), True))
+@pytest.mark.parametrize("state_dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_recurrent_gated_delta_rule_verify_matches_naive(state_dtype):
+    Q = 3  # 1 + k tokens per sequence
+    lens = [Q, Q, 2]
+    q, k, v, g, beta = verify_inputs(sum(lens))
+    states = torch.randn(12, 4, 16, 8).to(state_dtype)
+    slots = i32([[1, 5, 9], [-1, -1, -1], [2, 6, 10]])
+    accepted = i32([2, 1, 3])
+    ref_states = states.clone()
+    out = recurrent_gated_delta_rule_verify(q, k, v, g, beta, 0.25, states, cu_seqlens(lens), slots, accepted, True)
+    ref = naive_recurrent_gated_delta_rule_verify(q, k, v, g, beta, 0.25, ref_states, cu_seqlens(lens), slots,
+                                                  accepted, True)
+    tol = 1e-5 if state_dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(out, ref.to(out.dtype), rtol=tol, atol=tol)
+    torch.testing.assert_close(states.float(), ref_states.float(), rtol=tol, atol=tol)
+    assert out[Q:2 * Q].abs().sum() == 0
+
+
+@pytest.mark.parametrize("a", [1, 2, 3])
+def test_recurrent_gated_delta_rule_verify_continues_from_accepted(a):
+    """The state written for token a - 1 is the recurrence over the first a tokens."""
+    T = 3
+    q, k, v, g, beta = verify_inputs(T)
+    init = torch.randn(1, 4, 16, 8)
+    states = torch.zeros(12, 4, 16, 8)
+    states[0] = init[0]
+    recurrent_gated_delta_rule_verify(q, k, v, g, beta, 0.25, states, cu_seqlens([T]), i32([[0, 4, 5]]), i32([1]),
+                                      True)
+    # Slot 0 was read (num_accepted 1 -> column 0); states after tokens 0, 1, 2 in columns 0, 1, 2.
+    ref = init.clone()
+    naive_recurrent_gated_delta_rule(q[:a], k[:a], v[:a], g[:a], beta[:a], 0.25, ref, cu_seqlens([a]), i32([0]),
+                                     torch.ones(1, dtype=torch.bool), True)
+    column = [0, 4, 5][a - 1]
+    torch.testing.assert_close(states[column], ref[0], rtol=1e-5, atol=1e-5)
+
+
+FP32, BF16 = torch.float32, torch.bfloat16
+CHUNK_SMALL = {
+    "fp32-L1-63-64-65": dict(lens=[1, 63, 64, 65], H=1, HV=2, K=16, V=32),
+    "bf16": dict(lens=[70, 2, 3], H=1, HV=2, K=16, V=32, dtype=BF16, state_dtype=BF16),
+} | {gates: dict(lens=[40], H=1, HV=2, K=16, V=32, gates=gates) for gates in GATES}
+# fp32 inputs run the dots as three tf32 passes on the GPU: close to fp32 but not equal
+CHUNK_QWEN = {
+    "fp32": dict(lens=LENS, H=16, HV=32, K=128, V=128, tol=1e-4),
+    "bf16-fp32state": dict(lens=LENS, H=16, HV=32, K=128, V=128, dtype=BF16, tol=2e-2),
+    "bf16-bf16state": dict(lens=LENS, H=16, HV=32, K=128, V=128, dtype=BF16, state_dtype=BF16, tol=2e-2),
+    "no_l2norm-small_heads": dict(lens=[200, 3, 64], H=2, HV=4, K=32, V=48, use_qk_l2norm=False, tol=1e-4),
+} | {gates: dict(lens=[65, 130, 1], H=16, HV=32, K=128, V=128, gates=gates, tol=1e-4) for gates in GATES}
+
+
+@pytest.mark.parametrize(("device", "case"), on_devices("chunk_gated_delta_rule", CHUNK_SMALL, CHUNK_QWEN))
+def test_chunk_gated_delta_rule_devices(run, device, case):
+    run(check_chunk_gated_delta_rule, device, **case)
+
+
+@pytest.mark.parametrize("device", triton_devices("chunk_gated_delta_rule"))
+def test_chunk_gated_delta_rule_value_blocks(run, device):
+    run(check_chunk_gated_delta_rule, device, [66, 1], 1, 2, 16, 48, use_qk_l2norm=False, BV=16)
+
+
+RECURRENT_SMALL = {
+    "fp32": dict(B=5, H=2, HV=4, K=16, V=64),
+    "bf16": dict(B=5, H=2, HV=4, K=16, V=64, dtype=BF16, state_dtype=BF16),
+}
+RECURRENT_QWEN = {
+    "B1-fp32": dict(B=1, H=16, HV=32, K=128, V=128),
+    "B64-bf16-fp32state": dict(B=64, H=16, HV=32, K=128, V=128, dtype=BF16),
+    "B33-bf16": dict(B=33, H=16, HV=32, K=128, V=128, dtype=BF16, state_dtype=BF16),
+}
+
+
+@pytest.mark.parametrize(("device", "case"),
+                         on_devices("fused_recurrent_gated_delta_rule", RECURRENT_SMALL, RECURRENT_QWEN))
+def test_fused_recurrent_gated_delta_rule_devices(run, device, case):
+    run(check_fused_recurrent_gated_delta_rule, device, **case)
+
+
+VERIFY_DTYPES = {"fp32": (FP32, FP32), "bf16": (BF16, BF16), "bf16-fp32_state": (BF16, FP32)}
+VERIFY_SMALL = {
+    f"k{k}-{name}": dict(N=6, k=k, H=1, HV=2, K=16, V=32, dtype=dtype, state_dtype=state_dtype, seed=k)
+    for k in (1, 2, 4) for name, (dtype, state_dtype) in VERIFY_DTYPES.items()
+} | {gates: dict(N=5, k=2, H=1, HV=2, K=16, V=32, gates=gates) for gates in GATES}
+VERIFY_QWEN = {
+    f"k{k}-{name}": dict(N=8, k=k, H=16, HV=32, K=128, V=128, dtype=dtype, state_dtype=state_dtype)
+    for k in (1, 2, 4) for name, (dtype, state_dtype) in VERIFY_DTYPES.items()
+} | {gates: dict(N=8, k=2, H=2, HV=4, K=128, V=128, gates=gates) for gates in GATES}
+
+
+@pytest.mark.parametrize(("device", "case"),
+                         on_devices("recurrent_gated_delta_rule_verify", VERIFY_SMALL, VERIFY_QWEN))
+def test_recurrent_gated_delta_rule_verify_devices(run, device, case):
+    run(check_recurrent_gated_delta_rule_verify, device, **case)
+
+
+@pytest.mark.parametrize("device", triton_devices("recurrent_gated_delta_rule_verify"))
+def test_recurrent_gated_delta_rule_verify_value_blocks(run, device):
+    """The interpreter at one value block of a head, CUDA at several."""
+    if device == "interpret":
+        run(check_recurrent_gated_delta_rule_verify, device, 4, 3, 2, 4, 16, 48, use_qk_l2norm=False, BV=16)
+    else:
+        for BV in (16, 32, 128):
+            run(check_recurrent_gated_delta_rule_verify, device, 6, 3, 2, 4, 64, 96, use_qk_l2norm=False, BV=BV)
+
+
+DECODE_SMALL = {
+    "fp32": dict(B=4, H=2, HV=4, K=16, V=32),
+    "bf16": dict(B=4, H=2, HV=4, K=16, V=32, dtype=BF16, state_dtype=BF16),
+}
+DECODE_QWEN = {
+    "B1-bf16-fp32state": dict(B=1, H=16, HV=32, K=128, V=128, dtype=BF16),
+    "B64-bf16": dict(B=64, H=16, HV=32, K=128, V=128, dtype=BF16, state_dtype=BF16),
+    "B5-fp32": dict(B=5, H=16, HV=32, K=128, V=128),
+}
+
+
+@pytest.mark.parametrize(("device", "case"), on_devices("gdn_decode", DECODE_SMALL, DECODE_QWEN, cpu=False))
+def test_gdn_decode_devices(run, device, case):
+    run(check_gdn_decode, device, **case)
+
+
+@pytest.mark.parametrize(("op", "device"), opcheck_params(["chunk_gated_delta_rule", "fused_recurrent_gated_delta_rule",
+                                                           "recurrent_gated_delta_rule_verify", "gdn_decode"]))
+def test_opcheck(op, device):
+    assert_opcheck(op, device)

@@ -1,25 +1,9 @@
-"""gdn_gating against the elementwise fp32 reference.
-
-T = total tokens, HV = value heads.
-"""
+"""gdn_gating against the elementwise fp32 reference: the CPU op, then every device, then opcheck."""
 import pytest
 import torch
+from utils import assert_opcheck, check_gdn_gating, dtype_id, gating_inputs, on_devices, opcheck_params, rel_rms
 
 from qwen3next_kernels.gating import gdn_gating, naive_gdn_gating
-
-
-def rel_rms(x: torch.Tensor, ref: torch.Tensor) -> float:
-    return ((x.float() - ref.float()).pow(2).mean().sqrt() / ref.float().pow(2).mean().sqrt()).item()
-
-
-def make_inputs(T, HV, dtype, extreme, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    A_log = torch.randn(HV, generator=gen)
-    dt_bias = torch.randn(HV, generator=gen).to(dtype)
-    ba = torch.randn(T, 2 * HV, generator=gen) * (30 if extreme else 3)  # extreme: past softplus' threshold of 20
-    b, a = ba.to(dtype).split(HV, dim=1)  # row-strided views, as from a fused projection
-    return A_log, a, b, dt_bias
-
 
 CASES = [
     # (T, HV, dtype, extreme)
@@ -32,10 +16,10 @@ CASES = [
 
 
 @pytest.mark.parametrize(("T", "HV", "dtype", "extreme"),
-                         [pytest.param(*c, id=f"T{c[0]}-HV{c[1]}-{str(c[2])[6:]}{'-extreme' if c[3] else ''}")
+                         [pytest.param(*c, id=f"T{c[0]}-HV{c[1]}-{dtype_id(c[2])}{'-extreme' if c[3] else ''}")
                           for c in CASES])
 def test_gdn_gating(T, HV, dtype, extreme):
-    A_log, a, b, dt_bias = make_inputs(T, HV, dtype, extreme)
+    A_log, a, b, dt_bias = gating_inputs(T, HV, dtype, extreme)
     g_ref, beta_ref = naive_gdn_gating(A_log, a, b, dt_bias)
     g, beta = gdn_gating(A_log, a, b, dt_bias)
 
@@ -46,6 +30,22 @@ def test_gdn_gating(T, HV, dtype, extreme):
     assert (g <= 0).all() and (beta >= 0).all() and (beta <= 1).all()
 
 
-def test_opcheck_gdn_gating():
-    A_log, a, b, dt_bias = make_inputs(7, 4, torch.bfloat16, False)
-    torch.library.opcheck(torch.ops.qwen3next.gdn_gating.default, (A_log, a, b, dt_bias))
+SMALL = {
+    "T1-fp32": dict(T=1, HV=6, dtype=torch.float32, extreme=False),
+    "T65-bf16-extreme": dict(T=65, HV=6, dtype=torch.bfloat16, extreme=True),
+}
+QWEN = {
+    "T1-fp32": dict(T=1, HV=32, dtype=torch.float32, extreme=False),
+    "T1000-bf16": dict(T=1000, HV=32, dtype=torch.bfloat16, extreme=False),
+    "T65-fp32-extreme": dict(T=65, HV=32, dtype=torch.float32, extreme=True),
+}
+
+
+@pytest.mark.parametrize(("device", "case"), on_devices("gdn_gating", SMALL, QWEN))
+def test_gdn_gating_devices(run, device, case):
+    run(check_gdn_gating, device, **case)
+
+
+@pytest.mark.parametrize(("op", "device"), opcheck_params(["gdn_gating"]))
+def test_opcheck(op, device):
+    assert_opcheck(op, device)
