@@ -21,7 +21,7 @@ def chunk_gated_delta_rule_fla(q, k, v, g, beta, scale, ssm_states, cu_seqlens, 
     live = state_indices >= 0
     slots = state_indices.clamp(min=0).long()
     h0 = cache.index_select(0, slots).float()  # [N, HV, K, V] or [N, HV, V, K]
-    h0.mul_((has_initial_state & live).view(N, 1, 1, 1))
+    h0.masked_fill_(~(has_initial_state & live).view(N, 1, 1, 1), 0)  # not mul_: a slot not read may hold NaN
     o, ht = chunk_gated_delta_rule(
         q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0), g.unsqueeze(0), beta.unsqueeze(0), scale=scale,
         initial_state=h0, output_final_state=True, use_qk_l2norm_in_kernel=use_qk_l2norm,
