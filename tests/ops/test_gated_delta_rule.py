@@ -2,12 +2,16 @@
 against the token-by-token fp32 references: the CPU ops in detail, then the same checks on every device (CPU,
 Triton interpreted, each CUDA backend: fla's chunk kernels too), then opcheck. gdn_decode's CPU op is checked
 against the references in test_cpu_ext.py."""
+import sys
+import types
+
 import pytest
 import torch
 import torch.nn.functional as F
 from utils import (GATES, LENS, assert_opcheck, assert_untouched, check_chunk_gated_delta_rule,
                    check_fused_recurrent_gated_delta_rule, check_gdn_decode, check_recurrent_gated_delta_rule_verify,
-                   cu_seqlens, dtype_id, i32, on_devices, opcheck_params, qkv_g_beta, rel_rms, triton_devices)
+                   assert_padded_zero, assert_states, cu_seqlens, dtype_id, i32, on_devices, opcheck_params,
+                   prefill_slots, qkv_g_beta, rel_rms, triton_devices)
 
 from qwen3next_kernels.gated_delta_rule import chunk as chunk_module
 from qwen3next_kernels.gated_delta_rule import (chunk_gated_delta_rule, fused_recurrent_gated_delta_rule,
@@ -273,6 +277,38 @@ def test_recurrent_gated_delta_rule_verify_continues_from_accepted(a):
                                      torch.ones(1, dtype=torch.bool), True)
     column = [0, 4, 5][a - 1]
     torch.testing.assert_close(states[column], ref[0], rtol=1e-5, atol=1e-5)
+
+
+def naive_fla_chunk(q, k, v, g, beta, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel,
+                    state_v_first, cu_seqlens):
+    """fla.ops.gated_delta_rule.chunk_gated_delta_rule's contract ([1, T, ...] inputs, per-sequence initial and final
+    states) on the naive recurrence."""
+    N = cu_seqlens.shape[0] - 1
+    states = initial_state.transpose(-1, -2).clone() if state_v_first else initial_state.clone()
+    o = naive_recurrent_gated_delta_rule(q[0], k[0], v[0], g[0], beta[0], scale, states, cu_seqlens, torch.arange(N),
+                                         torch.ones(N, dtype=torch.bool), use_qk_l2norm_in_kernel)
+    return o[None], states.transpose(-1, -2) if state_v_first else states
+
+
+def test_chunk_gated_delta_rule_fla_gathers_and_scatters_states(monkeypatch):
+    """The fla backend's own work (initial states by slot, a slot without initial state not read, padded sequences,
+    final states back by slot) on CPU, fla's kernel replaced by the naive recurrence."""
+    from qwen3next_kernels.gated_delta_rule.fla_chunk import chunk_gated_delta_rule_fla
+
+    fla = types.ModuleType("fla.ops.gated_delta_rule")
+    fla.chunk_gated_delta_rule = naive_fla_chunk
+    for name in ("fla", "fla.ops", "fla.ops.gated_delta_rule"):
+        monkeypatch.setitem(sys.modules, name, fla)
+    lens, H, HV, K, V = [20, 7, 30, 5, 9], 1, 2, 16, 16
+    q, k, v, g, beta, states0 = qkv_g_beta(sum(lens), H, HV, K, V, torch.float32, S=8)
+    cu, idx, has_init = prefill_slots(lens, states0, torch.Generator().manual_seed(0))  # has_init False: NaN slots
+    ref_states = states0.clone()
+    ref = naive_recurrent_gated_delta_rule(q, k, v, g, beta, 0.25, ref_states, cu, idx, has_init, True)
+    states = states0.clone()
+    o = chunk_gated_delta_rule_fla(q, k, v, g, beta, 0.25, states, cu, idx, has_init, True)
+    assert o.isfinite().all() and rel_rms(o, ref) < 1e-6
+    assert_padded_zero(o, cu, idx)
+    assert_states(states, ref_states, states0, idx, 1e-6)
 
 
 FP32, BF16 = torch.float32, torch.bfloat16
