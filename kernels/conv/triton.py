@@ -117,7 +117,8 @@ def _check_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
 
 def causal_conv1d_fwd_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                              conv_states: torch.Tensor, cu_seqlens: torch.Tensor, state_indices: torch.Tensor,
-                             has_initial_state: torch.Tensor, activation_silu: bool) -> torch.Tensor:
+                             has_initial_state: torch.Tensor, activation_silu: bool, BT: int = 64, BD: int = 128,
+                             num_warps: int = 4) -> torch.Tensor:
     """Triton causal_conv1d_fwd; same contract as the CPU op (see ops.py). x: [T, D] -> out: [T, D]."""
     _check_conv(x, weight, bias, conv_states, state_indices)
     T, D = x.shape
@@ -129,14 +130,13 @@ def causal_conv1d_fwd_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.
     out = torch.empty(T, D, dtype=x.dtype, device=x.device)
     if T == 0 or N == 0:
         return out
-    BT, BD = 64, 128
     BN = seq_block(N)
     grid = (triton.cdiv(T, BT) + N, triton.cdiv(D, BD))
     causal_conv1d_fwd_kernel[grid](
         x, weight, bias, conv_states, cu_seqlens, state_indices, has_initial_state.view(torch.uint8), out,
         N, D, x.stride(0), conv_states.stride(0), conv_states.stride(1),
         W=W, L=L, BL=triton.next_power_of_2(L), BT=BT, BD=BD, BN=BN,
-        HAS_BIAS=bias is not None, ACTIVATION_SILU=activation_silu, num_warps=4,
+        HAS_BIAS=bias is not None, ACTIVATION_SILU=activation_silu, num_warps=num_warps,
     )
     return out
 

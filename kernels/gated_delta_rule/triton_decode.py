@@ -123,8 +123,41 @@ def arrival_counters(n: int, device: torch.device) -> torch.Tensor:
 
 
 def gdn_decode_triton(mixed_qkv, z, a, b, conv_weight, conv_bias, conv_states, A_log, dt_bias, norm_weight,
+                      norm_eps, scale, ssm_states, state_indices, use_qk_l2norm):
+    """Triton gdn_decode (see ops.py): the one-launch kernel for small batches, the four kernels of the base ops for
+    large ones, where on the H200 they are faster (kernels/benchmarks/RESULTS_H200.md: the one-launch kernel's
+    group-serial tail costs more than three extra launches once B * HV >= COMPOSED_MIN_HEADS)."""
+    HV = ssm_states.shape[1]
+    fn = gdn_decode_composed_triton if mixed_qkv.shape[0] * HV >= COMPOSED_MIN_HEADS else gdn_decode_fused_triton
+    return fn(mixed_qkv, z, a, b, conv_weight, conv_bias, conv_states, A_log, dt_bias, norm_weight, norm_eps, scale,
+              ssm_states, state_indices, use_qk_l2norm)
+
+
+COMPOSED_MIN_HEADS = 1024
+
+
+def gdn_decode_composed_triton(mixed_qkv, z, a, b, conv_weight, conv_bias, conv_states, A_log, dt_bias, norm_weight,
+                               norm_eps, scale, ssm_states, state_indices, use_qk_l2norm):
+    """gdn_decode as four launches: conv update, gating, one recurrence step, gated RMSNorm."""
+    from ..conv.triton import causal_conv1d_update_triton
+    from ..gating.triton import gdn_gating_triton
+    from ..norm.triton import gated_rms_norm_triton
+    from .triton_fused_recurrent import fused_recurrent_gated_delta_rule_triton
+
+    B = mixed_qkv.shape[0]
+    HV, K, V = ssm_states.shape[1:]
+    H = (mixed_qkv.shape[1] - HV * V) // (2 * K)
+    x = causal_conv1d_update_triton(mixed_qkv, conv_weight, conv_bias, conv_states, state_indices, True)  # [B, D]
+    g, beta = gdn_gating_triton(A_log, a, b, dt_bias)
+    o = fused_recurrent_gated_delta_rule_triton(x[:, :H * K].view(B, H, K), x[:, H * K:2 * H * K].view(B, H, K),
+                                                x[:, 2 * H * K:].view(B, HV, V), g, beta, scale, ssm_states,
+                                                state_indices, use_qk_l2norm)
+    return gated_rms_norm_triton(o, z, norm_weight, norm_eps)
+
+
+def gdn_decode_fused_triton(mixed_qkv, z, a, b, conv_weight, conv_bias, conv_states, A_log, dt_bias, norm_weight,
                             norm_eps, scale, ssm_states, state_indices, use_qk_l2norm, BV=None, num_warps=None):
-    """Triton gdn_decode (see ops.py), one launch. Returns out: [B, HV, V]."""
+    """gdn_decode in one launch. Returns out: [B, HV, V]."""
     B, D = mixed_qkv.shape
     HV, K, V = ssm_states.shape[1:]
     H = (D - HV * V) // (2 * K)
@@ -153,7 +186,6 @@ def gdn_decode_triton(mixed_qkv, z, a, b, conv_weight, conv_bias, conv_states, A
         H=H, HV=HV, K=K, V=V, BK=triton.next_power_of_2(K), BV=BV, BVF=triton.next_power_of_2(V),
         W=W, L=L, BW=triton.next_power_of_2(W), BL=triton.next_power_of_2(L),
         HAS_CONV_BIAS=conv_bias is not None, USE_L2NORM=use_qk_l2norm, ROUND_PRODUCT=round_product,
-        STATE_VK=state_vk,
-        num_warps=num_warps,
+        STATE_VK=state_vk, num_warps=num_warps,
     )
     return out
