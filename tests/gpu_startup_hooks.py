@@ -109,3 +109,32 @@ def our_triton_warmup(model) -> dict:
 
 
 STARTUP_HOOKS = ["gpu_startup_hooks:vllm_qwen_gdn_warmup", "gpu_startup_hooks:our_triton_warmup"]
+
+
+def cpu_kernels(model) -> dict:
+    """Which function serves CPU tensors for each qwen3next op, whether it is the op's Triton backend,
+    and the recurrent-state layout of the bound cache (the CUDA path keeps it [HV, V, K])."""
+    from torch._library.custom_ops import OPDEFS
+
+    from qwen3next_kernels import backends
+    from vllm_qwen3next.layers.state import ssm_state_is_vk
+
+    def registered(fn):  # torch's register_kernel keeps the function in its wrappers' closures
+        while "fn" in fn.__code__.co_freevars:
+            fn = fn.__closure__[fn.__code__.co_freevars.index("fn")].cell_contents
+        return fn
+
+    ops = {}
+    for op, table in backends._tables().items():
+        served = registered(OPDEFS[f"qwen3next::{op}"]._backend_fns["cpu"])
+        ops[op] = {
+            "cpu": f"{served.__module__}.{served.__qualname__}",
+            "is_triton": "triton" in table and served is backends.resolve(table["triton"]),
+        }
+    layer = next(iter(_our_gdn_layers(model).values()))
+    return {
+        "ops": ops,
+        "ssm_state_vk": ssm_state_is_vk(),
+        "ssm_cache_slot_shape": list(layer.kv_cache[1].shape[1:]),
+        "head_dims": [layer.head_k_dim, layer.head_v_dim],
+    }
