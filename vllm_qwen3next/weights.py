@@ -20,6 +20,7 @@ from torch import nn
 from transformers import PretrainedConfig
 
 from vllm.config import VllmConfig, set_current_vllm_config
+from vllm.model_executor.layers.attention import Attention
 from vllm.model_executor.layers.fused_moe.routed_experts import RoutedExperts
 from vllm.model_executor.layers.linear import (
     LinearBase,
@@ -29,7 +30,8 @@ from vllm.model_executor.layers.linear import (
 )
 from vllm.model_executor.layers.vocab_parallel_embedding import VocabParallelEmbedding
 
-Layout = dict[str, tuple[int, ...]]
+# Checkpoint name -> shape; None: optional, any shape (KV-cache scales).
+Layout = dict[str, tuple[int, ...] | None]
 
 
 def _linear_sources(name: str, layer: LinearBase) -> dict[str, tuple[int, int]]:
@@ -80,6 +82,10 @@ def expected_layout(
                 done.update(id(m) for m in module.modules())
             elif isinstance(module, RoutedExperts):
                 layout |= _experts_layout(checkpoint_name(name.rsplit(".", 1)[0]), module, cache)
+                done.update(id(m) for m in module.modules())
+            elif isinstance(module, Attention):  # KV-cache quantization scales, if any
+                for pname, _ in module.named_parameters():
+                    layout[f"{checkpoint_name(name)}.{pname}"] = None
                 done.update(id(m) for m in module.modules())
             elif isinstance(module, VocabParallelEmbedding):
                 layout[f"{checkpoint_name(name)}.weight"] = (module.org_vocab_size, module.embedding_dim)
@@ -138,16 +144,16 @@ def checked_weights(
     for name, tensor in weights:
         if name.startswith(ignore_prefixes):
             continue
-        shape = layout.get(name)
-        if shape is None:
+        if name not in layout:
             unexpected.append(name)
             continue
+        shape = layout[name]
         seen.add(name)
-        if not _same_shape(tuple(tensor.shape), shape):
+        if shape is not None and not _same_shape(tuple(tensor.shape), shape):
             misshaped.append(f"{name}: expected {list(shape)}, found {list(tensor.shape)}")
             continue
         yield name, tensor
-    missing = sorted(set(layout) - seen)
+    missing = sorted(name for name, shape in layout.items() if shape is not None and name not in seen)
     if missing or unexpected or misshaped:
         problems = []
         for label, names in (
