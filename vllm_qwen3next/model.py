@@ -29,12 +29,14 @@ from vllm.model_executor.models.utils import (
     PPMissingLayer,
     WeightsMapper,
     extract_layer_index,
+    is_pp_missing_parameter,
     make_empty_intermediate_tensors_factory,
     make_layers,
     maybe_prefix,
 )
 from vllm.sequence import IntermediateTensors
 
+from vllm_qwen3next.fixes import pp_block_size, pp_intermediate_tensors
 from vllm_qwen3next.fixes import sampling as cpu_sampling
 from vllm_qwen3next.config import layer_types, validate_config
 from vllm_qwen3next.layers.attention import Qwen3NextAttention
@@ -160,6 +162,10 @@ class Qwen3NextForCausalLM(nn.Module, HasInnerState, IsHybrid, SupportsPP):
         _split_gdn_core_out_of_graphs(vllm_config)
         if vllm_config.speculative_config is not None:
             cpu_sampling.install()  # vLLM 0.32 CPU: sampled speculative decoding needs it
+        if get_pp_group().world_size > 1:
+            pp_block_size.install()  # vLLM 0.32: a stage without attention layers needs it
+        if not get_pp_group().is_first_rank:
+            pp_intermediate_tensors.install()  # vLLM 0.32 CPU: eager later stages need it
         self.model = Qwen3NextModel(vllm_config=vllm_config, prefix=maybe_prefix(prefix, "model"))
         self.lm_head = ParallelLMHead(
             config.vocab_size, config.hidden_size, prefix=maybe_prefix(prefix, "lm_head")
@@ -208,8 +214,12 @@ class Qwen3NextForCausalLM(nn.Module, HasInnerState, IsHybrid, SupportsPP):
 
     # --- weights ------------------------------------------------------------
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
+        # Under pipeline parallelism the other stages' layers are PPMissingLayer: their
+        # tensors are theirs to check (the loader skips them too).
         weights = checked_weights(
-            weights, expected_layout(self, self.vllm_config), ignore_prefixes=("mtp.",)
+            ((name, t) for name, t in weights if not is_pp_missing_parameter(name, self)),
+            expected_layout(self, self.vllm_config),
+            ignore_prefixes=("mtp.",),
         )
         loader = AutoWeightsLoader(self)
         return loader.load_weights(weights, mapper=self.hf_to_vllm_mapper)
