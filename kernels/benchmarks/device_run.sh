@@ -14,7 +14,7 @@ ln -sfn "$PWD/kernels" /tmp/site/qwen3next_kernels
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 TRITON_CACHE_DIR=$PWD/.tcache
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu --format=csv,noheader
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
-    timeout "${TEST_TIMEOUT:-300}" python3 -m pytest -q -p no:cacheprovider ${TESTS:-tests/ops} -rs 2>&1 \
+    timeout "${TEST_TIMEOUT:-300}" python3 -m pytest -q -p no:cacheprovider --tb=short ${TESTS:-tests/ops} -rfs 2>&1 \
         | tee "$OUT/tests.log" | tail -40
 fi
 if [ "${SKIP_BENCH:-0}" != 1 ]; then

@@ -2,7 +2,9 @@
 
 fla takes the initial states of the call as [N, HV, K, V] or, with state_v_first, [N, HV, V, K]: either of our
 cache layouts, so the only extra work is gathering the initial states of the sequences that continue one and
-scattering the final states back by slot.
+scattering the final states back by slot. fla's dots run in tf32 for fp32 inputs (about 1e-3 off the fp32
+reference at the Qwen3-Next sizes: tests/ops/test_gated_delta_rule.py fails it at 1e-4), so fp32 activations go to our
+Triton kernel (tf32x3 dots); fla serves 16-bit activations, where it is the faster (RESULTS_H200.md).
 """
 import torch
 
@@ -13,6 +15,11 @@ def chunk_gated_delta_rule_fla(q, k, v, g, beta, scale, ssm_states, cu_seqlens, 
                                use_qk_l2norm):
     """Same contract as the CPU op (ops.py). Padded sequences (slot -1) run on a zero state; their outputs are zeroed
     and their final states dropped."""
+    if q.dtype == torch.float32:
+        from .triton_chunk import chunk_gated_delta_rule_triton
+
+        return chunk_gated_delta_rule_triton(q, k, v, g, beta, scale, ssm_states, cu_seqlens, state_indices,
+                                             has_initial_state, use_qk_l2norm)
     from fla.ops.gated_delta_rule import chunk_gated_delta_rule
 
     N = state_indices.shape[0]

@@ -176,6 +176,8 @@ def gdn_decode_fused_triton(mixed_qkv, z, a, b, conv_weight, conv_bias, conv_sta
     out = torch.empty(B, HV, V, dtype=mixed_qkv.dtype, device=mixed_qkv.device)
     if B == 0:
         return out
+    if state_vk and num_warps is None:
+        num_warps = 2  # the one-launch kernel at BV = 32: 10-12% faster with 2 warps than 1 on the H200
     BV, num_warps = value_blocks(B * HV, V, BV, num_warps, state_vk)
     round_product = torch.promote_types(norm_weight.dtype, mixed_qkv.dtype) != torch.float32
     gdn_decode_kernel[(B * HV, triton.cdiv(V, BV))](

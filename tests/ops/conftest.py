@@ -14,11 +14,9 @@ import utils  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def nan_filled_empty():
-    """Fixed seed, and torch.empty returns NaN-filled memory, so an output the kernel leaves unwritten fails loudly."""
+    """utils.seed_and_nan_fill around every test."""
     previous = torch.are_deterministic_algorithms_enabled()
-    torch.manual_seed(0)
-    torch.use_deterministic_algorithms(True)
-    torch.utils.deterministic.fill_uninitialized_memory = True
+    utils.seed_and_nan_fill()
     yield
     torch.use_deterministic_algorithms(previous)
 

@@ -300,15 +300,27 @@ def test_chunk_gated_delta_rule_fla_gathers_and_scatters_states(monkeypatch):
     for name in ("fla", "fla.ops", "fla.ops.gated_delta_rule"):
         monkeypatch.setitem(sys.modules, name, fla)
     lens, H, HV, K, V = [20, 7, 30, 5, 9], 1, 2, 16, 16
-    q, k, v, g, beta, states0 = qkv_g_beta(sum(lens), H, HV, K, V, torch.float32, S=8)
+    q, k, v, g, beta, states0 = qkv_g_beta(sum(lens), H, HV, K, V, torch.bfloat16, S=8)  # fla serves 16-bit inputs
     cu, idx, has_init = prefill_slots(lens, states0, torch.Generator().manual_seed(0))  # has_init False: NaN slots
-    ref_states = states0.clone()
-    ref = naive_recurrent_gated_delta_rule(q, k, v, g, beta, 0.25, ref_states, cu, idx, has_init, True)
-    states = states0.clone()
-    o = chunk_gated_delta_rule_fla(q, k, v, g, beta, 0.25, states, cu, idx, has_init, True)
-    assert o.isfinite().all() and rel_rms(o, ref) < 1e-6
-    assert_padded_zero(o, cu, idx)
-    assert_states(states, ref_states, states0, idx, 1e-6)
+    for vk in (False, True):  # the cache's memory [S, HV, K, V], or [S, HV, V, K] seen through a transposed view
+        ref_states = states0.clone()
+        ref = naive_recurrent_gated_delta_rule(q, k, v, g, beta, 0.25, ref_states, cu, idx, has_init, True)
+        states = states0.transpose(-1, -2).contiguous().transpose(-1, -2) if vk else states0.clone()
+        o = chunk_gated_delta_rule_fla(q, k, v, g, beta, 0.25, states, cu, idx, has_init, True)
+        assert o.dtype == v.dtype and o.isfinite().all() and rel_rms(o, ref.to(v.dtype)) < 1e-6
+        assert_padded_zero(o, cu, idx)
+        assert_states(states, ref_states, states0, idx, 1e-6)
+
+
+def test_chunk_gated_delta_rule_fla_leaves_fp32_to_ours(monkeypatch):
+    """fp32 activations go to our Triton kernel (fla's dots are tf32 there; the CUDA checks fail it at 1e-4)."""
+    from qwen3next_kernels.gated_delta_rule import fla_chunk, triton_chunk
+
+    calls = []
+    monkeypatch.setattr(triton_chunk, "chunk_gated_delta_rule_triton", lambda *args: calls.append(args) or "ours")
+    q, k, v, g, beta, states = qkv_g_beta(5, 1, 2, 16, 16, torch.float32, S=2)
+    args = (cu_seqlens([5]), i32([1]), torch.ones(1, dtype=torch.bool), True)
+    assert fla_chunk.chunk_gated_delta_rule_fla(q, k, v, g, beta, 0.25, states, *args) == "ours" and len(calls) == 1
 
 
 FP32, BF16 = torch.float32, torch.bfloat16

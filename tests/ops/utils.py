@@ -28,11 +28,16 @@ LENS = [1, 63, 64, 65, 1000]  # sequence lengths of the CUDA prefill checks
 GATES = ["g_near_0", "g_very_negative", "beta_near_0", "beta_near_1"]
 
 
-def fresh_state(check, *args, **kwargs):
-    """Runs check with a fixed seed and torch.empty returning NaN-filled memory (unwritten outputs fail loudly)."""
+def seed_and_nan_fill() -> None:
+    """Fixed seed, and torch.empty returns NaN-filled memory, so an output the kernel leaves unwritten fails loudly."""
     torch.manual_seed(0)
     torch.use_deterministic_algorithms(True)
     torch.utils.deterministic.fill_uninitialized_memory = True
+
+
+def fresh_state(check, *args, **kwargs):
+    """check(*args, **kwargs) after seed_and_nan_fill (in the interpreter's worker)."""
+    seed_and_nan_fill()
     return check(*args, **kwargs)
 
 
@@ -560,3 +565,56 @@ def assert_opcheck(op: str, device: str) -> None:
         for args in opcheck_args(op):
             args = tuple(a.to(dev) if torch.is_tensor(a) else a for a in args)
             torch.library.opcheck(getattr(torch.ops.qwen3next, op).default, args)
+
+
+def vk_view(states: torch.Tensor) -> torch.Tensor:
+    """The same values as states [S, HV, K, V], in memory laid out [S, HV, V, K] (the CUDA cache layout), seen
+    through the transposed view the ops take."""
+    return states.transpose(-1, -2).contiguous().transpose(-1, -2)
+
+
+def check_state_layout(device, op, B, H, HV, K, V, dtype=torch.float32, state_dtype=torch.float32, seed=0,
+                       impl=None):
+    """op (or the Triton launcher impl) on states laid out [V, K] against the CPU op on the same values laid out
+    [K, V]: outputs within the usual tolerance, every state written where the CPU op writes it, the rest untouched."""
+    gen = torch.Generator().manual_seed(seed)
+    S, W = 2 * B + 4, 4
+    idx = slot_map(B, S, gen)  # padding included
+    D = 2 * H * K + HV * V
+    states0 = (0.1 * torch.randn(S, HV, K, V, generator=gen)).to(state_dtype)
+    if op == "gdn_decode":
+        args = [torch.randn(B, D, generator=gen).to(dtype), torch.randn(B, HV, V, generator=gen).to(dtype),
+                torch.randn(B, HV, generator=gen).to(dtype), torch.randn(B, HV, generator=gen).to(dtype),
+                (0.5 * torch.randn(D, W, generator=gen)).to(dtype), None,
+                torch.randn(S, W - 1, D, generator=gen).to(dtype), torch.rand(HV, generator=gen) * 2,
+                torch.rand(HV, generator=gen), 1 + 0.1 * torch.randn(V, generator=gen), 1e-6, K ** -0.5]
+        tail = [idx, True]
+    else:
+        T = B * (3 if op == "recurrent_gated_delta_rule_verify" else 1)
+        args = [torch.randn(T, H, K, generator=gen).to(dtype), torch.randn(T, H, K, generator=gen).to(dtype),
+                torch.randn(T, HV, V, generator=gen).to(dtype),
+                F.logsigmoid(torch.randn(T, HV, generator=gen)), torch.rand(T, HV, generator=gen), K ** -0.5]
+        if op == "fused_recurrent_gated_delta_rule":
+            tail = [idx, True]
+        elif op == "chunk_gated_delta_rule":
+            tail = [torch.arange(0, T + 1, dtype=torch.int32), idx, torch.rand(B, generator=gen) < 0.7, True]
+        else:  # verify: 3 tokens per sequence, a slot per token
+            slots = torch.randperm(S - 1, generator=gen)[:3 * B].view(B, 3).to(torch.int32) + 1
+            slots[idx < 0] = -1
+            tail = [torch.arange(0, T + 1, 3, dtype=torch.int32), slots,
+                    torch.randint(1, 4, (B,), generator=gen, dtype=torch.int32), True]
+    ref_states = states0.clone()
+    ref_args = [a.clone() if torch.is_tensor(a) else a for a in args]
+    ref = getattr(torch.ops.qwen3next, op)(*ref_args, ref_states, *tail)
+    with op_on(op, device) as (fn, dev):
+        fn = impl or fn
+        moved = [a.to(dev) if torch.is_tensor(a) else a for a in args]
+        states = vk_view(states0).to(dev)
+        assert states.stride()[1:] == (K * V, 1, K)
+        out = fn(*moved, states, *[a.to(dev) if torch.is_tensor(a) else a for a in tail])
+    tol = out_tol(dtype, device) if dtype != torch.float32 else 1e-4
+    assert rel_rms(out, ref) < tol, f"out {rel_rms(out, ref):.2e}"
+    s_tol = 1e-5 if state_dtype == torch.float32 else 8e-3
+    assert rel_rms(states.cpu(), ref_states) < s_tol, f"states {rel_rms(states.cpu(), ref_states):.2e}"
+    if op == "gdn_decode":
+        assert torch.equal(moved[6].cpu(), ref_args[6]), "conv states differ"
