@@ -66,8 +66,28 @@ def _spec(ckpt, tp: int, builtin: bool) -> dict:
     }
 
 
-@pytest.mark.parametrize("fmt", ENGINE_FORMATS)
-@pytest.mark.parametrize("tp", [1, 2])
+def _greedy_regret(reference_ckpt, prompts, results) -> list[float]:
+    """Per generated token: how far below the reference's best log-prob it is."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(reference_ckpt, dtype=torch.float32).eval()
+    regrets = []
+    with torch.no_grad():
+        for prompt, r in zip(prompts, results):
+            ids = torch.tensor([prompt + r["output_ids"]])
+            logprobs = torch.log_softmax(model(ids).logits[0].float(), dim=-1)
+            rows = logprobs[len(prompt) - 1 : -1]  # [generated, vocab]
+            chosen = rows.gather(1, torch.tensor(r["output_ids"])[:, None])[:, 0]
+            regrets += (rows.max(-1).values - chosen).tolist()
+    return regrets
+
+
+# (format, TP): TP 2 for one format keeps the engine count (6) within the CI budget.
+ENGINE_CASES = [("w8a8-int8", 1), ("w8a8-int8", 2), ("fp8-dynamic", 1)]
+
+
+@pytest.mark.parametrize("fmt, tp", ENGINE_CASES, ids=[f"{f}-tp{t}" for f, t in ENGINE_CASES])
 def test_quantized_against_builtin(store, quantized, fmt, tp):
     ckpt, reference_ckpt = quantized[fmt]
     ours = store.engine(f"quant-{fmt}-ours-tp{tp}", _spec(ckpt, tp, builtin=False))
@@ -88,19 +108,32 @@ def test_quantized_against_builtin(store, quantized, fmt, tp):
     quantized_layers = sorted({m for m in ours_methods.values() if m.startswith("CompressedTensors")})
     assert quantized_layers, ours_methods
 
-    reference = hf_reference(reference_ckpt, _spec(ckpt, tp, False)["prompts"], 1)
+    prompts = _spec(ckpt, tp, False)["prompts"]
+    reference = hf_reference(reference_ckpt, prompts, 1)
     ours_err = _logprob_errors(ours["results"], reference)
     builtin_err = _logprob_errors(builtin["results"], reference)
-    same = sum(a["output_ids"] == b["output_ids"] for a, b in zip(ours["results"], builtin["results"]))
+    # Greedy: a random tiny model has near-ties that bf16 and int8/fp8 activations
+    # flip (for the built-in too), so tokens are judged by their regret under the
+    # reference, each along its own continuation, by the same rule.
+    ours_regret = _greedy_regret(reference_ckpt, prompts, ours["results"])
+    builtin_regret = _greedy_regret(reference_ckpt, prompts, builtin["results"])
+    agree = [
+        next((i for i, (x, y) in enumerate(zip(a["output_ids"], b["output_ids"])) if x != y), MAX_TOKENS)
+        for a, b in zip(ours["results"], builtin["results"])
+    ]
     print(
         f"{fmt} TP{tp}: {len(shared)} layers, methods {quantized_layers}; |logprob diff| vs "
         f"transformers fp32 (dequantized): ours mean {_mean(ours_err):.4f} max {max(ours_err):.4f}, "
-        f"built-in mean {_mean(builtin_err):.4f} max {max(builtin_err):.4f}; greedy {MAX_TOKENS} "
-        f"tokens identical on {same}/{len(ours['results'])} prompts"
+        f"built-in mean {_mean(builtin_err):.4f} max {max(builtin_err):.4f}; greedy regret ours mean "
+        f"{_mean(ours_regret):.4f} max {max(ours_regret):.4f}, built-in mean {_mean(builtin_regret):.4f} "
+        f"max {max(builtin_regret):.4f}; greedy tokens equal to the built-in's for the first {agree} "
+        f"of {MAX_TOKENS}"
     )
     assert _mean(ours_err) <= 2 * _mean(builtin_err)
     assert max(ours_err) <= 2 * max(builtin_err)
-    assert same == len(ours["results"])
+    assert _mean(ours_regret) <= 2 * _mean(builtin_regret) + 1e-3
+    assert max(ours_regret) <= 2 * max(builtin_regret) + 1e-3
+    assert min(agree) >= 1  # the first token of every prompt
 
 
 # ---- loaders on each format's tensors, in process (no engine) ----

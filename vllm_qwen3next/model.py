@@ -23,7 +23,14 @@ from vllm.model_executor.layers.vocab_parallel_embedding import (
     ParallelLMHead,
     VocabParallelEmbedding,
 )
-from vllm.model_executor.models.interfaces import HasInnerState, IsHybrid, SupportsPP
+from vllm.model_executor.models.interfaces import (
+    EagleModelMixin,
+    HasInnerState,
+    IsHybrid,
+    SupportsEagle3,
+    SupportsLoRA,
+    SupportsPP,
+)
 from vllm.model_executor.models.utils import (
     AutoWeightsLoader,
     PPMissingLayer,
@@ -37,11 +44,13 @@ from vllm.model_executor.models.utils import (
 from vllm.sequence import IntermediateTensors
 
 from vllm_qwen3next.fixes import pp_block_size, pp_intermediate_tensors
+from vllm_qwen3next.fixes import generator
+from vllm_qwen3next.fixes import mamba_copy
 from vllm_qwen3next.fixes import sampling as cpu_sampling
 from vllm_qwen3next.config import layer_types, validate_config
 from vllm_qwen3next.layers.attention import Qwen3NextAttention
 from vllm_qwen3next.layers.gdn import GDN_CORE_OP, Qwen3NextGatedDeltaNet
-from vllm_qwen3next.layers.moe import Qwen3NextSparseMoeBlock
+from vllm_qwen3next.layers.moe import Qwen3NextMixtureOfExperts, Qwen3NextSparseMoeBlock
 from vllm_qwen3next.layers.state import gdn_state_dtypes, gdn_state_shapes
 from vllm_qwen3next.rope_config import rope_parameters_for
 from vllm_qwen3next.weights import checked_weights, expected_layout
@@ -98,7 +107,7 @@ class Qwen3NextDecoderLayer(nn.Module):
 
 
 @support_torch_compile
-class Qwen3NextModel(nn.Module):
+class Qwen3NextModel(nn.Module, EagleModelMixin):
     def __init__(self, *, vllm_config: VllmConfig, prefix: str = ""):
         super().__init__()
         config = vllm_config.model_config.hf_text_config
@@ -119,6 +128,7 @@ class Qwen3NextModel(nn.Module):
         self.make_empty_intermediate_tensors = make_empty_intermediate_tensors_factory(
             ["hidden_states", "residual"], config.hidden_size
         )
+        self.aux_hidden_state_layers: tuple[int, ...] = ()  # EAGLE-3 (SupportsEagle3)
 
     def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.embed_tokens(input_ids)
@@ -136,15 +146,28 @@ class Qwen3NextModel(nn.Module):
         else:
             hidden_states = intermediate_tensors["hidden_states"]
             residual = intermediate_tensors["residual"]
-        for layer in islice(self.layers, self.start_layer, self.end_layer):
+        aux_hidden_states = self._maybe_add_hidden_state([], 0, hidden_states, residual)
+        layers = islice(self.layers, self.start_layer, self.end_layer)
+        for index, layer in enumerate(layers, start=self.start_layer):
             hidden_states, residual = layer(positions, hidden_states, residual)
+            self._maybe_add_hidden_state(aux_hidden_states, index + 1, hidden_states, residual)
         if not get_pp_group().is_last_rank:
             return IntermediateTensors({"hidden_states": hidden_states, "residual": residual})
         hidden_states, _ = self.norm(hidden_states, residual)
+        if aux_hidden_states:
+            return hidden_states, aux_hidden_states
         return hidden_states
 
 
-class Qwen3NextForCausalLM(nn.Module, HasInnerState, IsHybrid, SupportsPP):
+class Qwen3NextForCausalLM(
+    nn.Module,
+    HasInnerState,
+    SupportsLoRA,
+    SupportsPP,
+    Qwen3NextMixtureOfExperts,
+    IsHybrid,
+    SupportsEagle3,
+):
     packed_modules_mapping = {
         "qkv_proj": ["q_proj", "k_proj", "v_proj"],
         "gate_up_proj": ["gate_proj", "up_proj"],
@@ -157,11 +180,14 @@ class Qwen3NextForCausalLM(nn.Module, HasInnerState, IsHybrid, SupportsPP):
         super().__init__()
         config = vllm_config.model_config.hf_text_config
         validate_config(config, vllm_config.parallel_config.tensor_parallel_size)
+        refuse_unsupported(vllm_config)
         self.config = config
         self.vllm_config = vllm_config
         _split_gdn_core_out_of_graphs(vllm_config)
         if vllm_config.speculative_config is not None:
             cpu_sampling.install()  # vLLM 0.32 CPU: sampled speculative decoding needs it
+            mamba_copy.install()  # vLLM 0.32 CPU: prefix caching under speculative decoding
+        generator.install()  # vLLM 0.32 CPU: seeded requests with a split prefill need it
         if get_pp_group().world_size > 1:
             pp_block_size.install()  # vLLM 0.32: a stage without attention layers needs it
         if not get_pp_group().is_first_rank:
@@ -174,6 +200,7 @@ class Qwen3NextForCausalLM(nn.Module, HasInnerState, IsHybrid, SupportsPP):
             self.lm_head = self.lm_head.tie_weights(self.model.embed_tokens)
         self.logits_processor = LogitsProcessor(config.vocab_size)
         self.make_empty_intermediate_tensors = self.model.make_empty_intermediate_tensors
+        self.set_moe_parameters()
 
     def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model.embed_input_ids(input_ids)
@@ -199,6 +226,7 @@ class Qwen3NextForCausalLM(nn.Module, HasInnerState, IsHybrid, SupportsPP):
             vllm_config.model_config.hf_text_config,
             vllm_config.parallel_config.tensor_parallel_size,
         )
+        refuse_unsupported(vllm_config)
         rope_parameters_for(vllm_config)
         return gdn_state_shapes(vllm_config)
 
@@ -223,6 +251,16 @@ class Qwen3NextForCausalLM(nn.Module, HasInnerState, IsHybrid, SupportsPP):
         )
         loader = AutoWeightsLoader(self)
         return loader.load_weights(weights, mapper=self.hf_to_vllm_mapper)
+
+
+def refuse_unsupported(vllm_config: VllmConfig) -> None:
+    """What vLLM's built-in Qwen3-Next serves and ours does not: fail at start."""
+    if vllm_config.parallel_config.use_sequence_parallel_moe:
+        raise ValueError(
+            "vllm_qwen3next does not support sequence-parallel MoE "
+            "(use_sequence_parallel_moe: data parallel with expert parallel); "
+            "VLLM_PLUGINS= serves the checkpoint with vLLM's built-in Qwen3-Next."
+        )
 
 
 def _split_gdn_core_out_of_graphs(vllm_config: VllmConfig) -> None:

@@ -25,6 +25,7 @@ from vllm.model_executor.layers.vocab_parallel_embedding import (
 from vllm.model_executor.models.utils import AutoWeightsLoader, WeightsMapper, maybe_prefix
 
 from vllm_qwen3next.config import validate_config
+from vllm_qwen3next.layers.moe import Qwen3NextMixtureOfExperts
 from vllm_qwen3next.model import STACKED_PARAMS, Qwen3NextDecoderLayer
 from vllm_qwen3next.weights import CheckpointMismatchError, checked_weights, expected_layout
 
@@ -84,7 +85,7 @@ class Qwen3NextMultiTokenPredictor(nn.Module):
         return hidden_states
 
 
-class Qwen3NextMTP(nn.Module):
+class Qwen3NextMTP(nn.Module, Qwen3NextMixtureOfExperts):
     packed_modules_mapping = {
         "qkv_proj": ["q_proj", "k_proj", "v_proj"],
         "gate_up_proj": ["gate_proj", "up_proj"],
@@ -106,6 +107,7 @@ class Qwen3NextMTP(nn.Module):
             config.vocab_size, config.hidden_size, prefix=maybe_prefix(prefix, "lm_head")
         )
         self.logits_processor = LogitsProcessor(config.vocab_size)
+        self.set_moe_parameters()
         logger.info(
             "vllm_qwen3next: Qwen3NextMTP draft with %d MTP layer(s)", self.model.num_mtp_layers
         )

@@ -8,6 +8,7 @@ from torch import nn
 from transformers import PretrainedConfig
 
 from vllm.config import VllmConfig
+from vllm.distributed import get_ep_group
 from vllm.model_executor.layers.activation import SiluAndMul
 from vllm.model_executor.layers.fused_moe import FusedMoEFactory, GateLinear
 from vllm.model_executor.layers.linear import (
@@ -16,6 +17,7 @@ from vllm.model_executor.layers.linear import (
     RowParallelLinear,
 )
 from vllm.model_executor.layers.quantization import QuantizationConfig
+from vllm.model_executor.models.interfaces import MixtureOfExperts
 
 
 class Qwen3NextSharedExpert(nn.Module):
@@ -77,6 +79,11 @@ class Qwen3NextSparseMoeBlock(nn.Module):
         else:
             self.shared_expert = None
         eplb = vllm_config.parallel_config.eplb_config
+        # Expert counts read by the load balancer (Qwen3NextMixtureOfExperts).
+        self.n_routed_experts = self.n_logical_experts = config.num_experts
+        self.n_redundant_experts = eplb.num_redundant_experts
+        self.n_physical_experts = config.num_experts + eplb.num_redundant_experts
+        self.n_local_physical_experts = self.n_physical_experts // get_ep_group().device_group.size()
         self.experts = FusedMoEFactory(
             shared_experts=self.shared_expert,
             gate=self.gate,
@@ -94,3 +101,40 @@ class Qwen3NextSparseMoeBlock(nn.Module):
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:  # [T, Dm]
         # The gate runs inside FusedMoE; it takes the hidden states as its input.
         return self.experts(hidden_states=hidden_states, router_logits=hidden_states)
+
+
+class Qwen3NextMixtureOfExperts(MixtureOfExperts):
+    """vLLM's expert-parallel load-balancing interface, as the built-in model has it:
+    expert counts and the MoE layers of ``self.model.layers``."""
+
+    def set_moe_parameters(self) -> None:
+        blocks = [
+            layer.mlp for layer in self.model.layers if isinstance(getattr(layer, "mlp", None), Qwen3NextSparseMoeBlock)
+        ]
+        if not blocks:
+            raise RuntimeError("No Qwen3-Next MoE layer found in model.layers.")
+        self.moe_layers = [block.experts for block in blocks]
+        self.num_moe_layers = len(blocks)
+        self.num_expert_groups = 1
+        self.num_shared_experts = 0
+        example = blocks[0]
+        self.num_logical_experts = example.n_logical_experts
+        self.num_physical_experts = example.n_physical_experts
+        self.num_local_physical_experts = example.n_local_physical_experts
+        self.num_routed_experts = example.n_routed_experts
+        self.num_redundant_experts = example.n_redundant_experts
+
+    def update_physical_experts_metadata(
+        self, num_physical_experts: int, num_local_physical_experts: int
+    ) -> None:
+        assert self.num_local_physical_experts == num_local_physical_experts
+        self.num_physical_experts = num_physical_experts
+        self.num_local_physical_experts = num_local_physical_experts
+        self.num_redundant_experts = num_physical_experts - self.num_logical_experts
+        for layer in self.model.layers:
+            if isinstance(getattr(layer, "mlp", None), Qwen3NextSparseMoeBlock):
+                block = layer.mlp
+                block.n_local_physical_experts = num_local_physical_experts
+                block.n_physical_experts = num_physical_experts
+                block.n_redundant_experts = self.num_redundant_experts
+                block.experts.update_expert_map()
