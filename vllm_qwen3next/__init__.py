@@ -25,14 +25,11 @@ def register() -> None:
     if _registered:
         return
     from vllm import ModelRegistry
-    from vllm.model_executor.models.config import MODELS_CONFIG_MAP
 
-    from vllm_qwen3next.engine_config import Qwen3NextEngineConfig
     from vllm_qwen3next.fixes import kv_cache_layout
 
     for arch, target in ARCHITECTURES.items():
         ModelRegistry.register_model(arch, target)
-    MODELS_CONFIG_MAP["Qwen3NextForCausalLM"] = Qwen3NextEngineConfig
     kv_cache_layout.install()  # vLLM 0.32: pipeline stages with different backends
     _registered = True
     logger.info(
