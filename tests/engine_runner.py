@@ -118,6 +118,17 @@ def _main(spec_path: str, out_path: str) -> None:
             use_tqdm=False,
         )
         passes.append([list(o.outputs[0].token_ids) for o in outs])
+    # "seeded_passes": sampled passes (temperature 1), one generate() call each, of requests
+    # [prompt index, seed or None]; their output ids come back as "seeded_passes".
+    seeded_passes = []
+    for requests in spec.get("seeded_passes", []):
+        outs = llm.generate(
+            [prompts[i] for i, _ in requests],
+            [SamplingParams(temperature=1.0, seed=seed, max_tokens=spec.get("max_tokens", 32), ignore_eos=True)
+             for _, seed in requests],
+            use_tqdm=False,
+        )
+        seeded_passes.append([list(o.outputs[0].token_ids) for o in outs])
     metrics = {
         m.name: m.value
         for m in llm.get_metrics()
@@ -134,6 +145,7 @@ def _main(spec_path: str, out_path: str) -> None:
         "applied": applied,
         "results": results,
         "passes": passes,
+        "seeded_passes": seeded_passes,
         "refused": refused,
         "metrics": metrics,
         "engine_start_s": start_s,

@@ -26,10 +26,12 @@ def register() -> None:
         return
     from vllm import ModelRegistry
 
+    from vllm_qwen3next.fixes import echo
     from vllm_qwen3next.fixes import kv_cache_layout
 
     for arch, target in ARCHITECTURES.items():
         ModelRegistry.register_model(arch, target)
+    echo.install()  # vLLM 0.32: echo of a prompt whose text is empty (API server)
     kv_cache_layout.install()  # vLLM 0.32: pipeline stages with different backends
     _registered = True
     logger.info(
