@@ -6,7 +6,8 @@ and engine settings cannot leak between configurations. Usage:
     python tests/engine_runner.py SPEC.json OUT.json
 
 SPEC: {"llm": {LLM kwargs}, "prompts": [[token ids], ...], "max_tokens": 32, "env": {...},
-       optional "replay_outputs", "sampling", "bad_prompts", "extra_passes", "apply" (see _main)}.
+       optional "replay_outputs", "sampling", "bad_prompts", "extra_passes", "apply" (see _main),
+       or "sessions" instead of "prompts": multi-turn greedy sessions in one engine (run_sessions)}.
 OUT: per prompt the prompt-token log-probs, greedy output ids and their log-probs,
 plus the classes that ran, metrics and engine timings.
 """
@@ -46,6 +47,17 @@ def _main(spec_path: str, out_path: str) -> None:
     t0 = time.perf_counter()
     llm = LLM(**({"disable_log_stats": False} | spec["llm"]))
     start_s = time.perf_counter() - t0
+    if "sessions" in spec:
+        t0 = time.perf_counter()
+        import engine_runner as runner  # by module path: functions sent to the worker
+
+        sessions = runner.run_sessions(llm, spec["sessions"])
+        summary = {"sessions": sessions, "metrics": _metrics(llm), "engine_start_s": start_s,
+                   "generate_s": time.perf_counter() - t0,
+                   "block_size": runner.engine_block_size(llm),
+                   "classes": llm.apply_model(engine_runner.describe_model)[0]}
+        Path(out_path).write_text(json.dumps(summary))
+        return
     prompts = [TokensPrompt(prompt_token_ids=p) for p in spec["prompts"]]
     sampling = spec.get("sampling")
     if sampling is None:
@@ -129,12 +141,7 @@ def _main(spec_path: str, out_path: str) -> None:
             use_tqdm=False,
         )
         seeded_passes.append([list(o.outputs[0].token_ids) for o in outs])
-    metrics = {
-        m.name: m.value
-        for m in llm.get_metrics()
-        if m.name.startswith(("vllm:spec_decode", "vllm:prefix_cache", "vllm:num_preemptions"))
-        if hasattr(m, "value")
-    }
+    metrics = _metrics(llm)
     # "module:function" run on the model in every worker after the requests
     # (LLM.apply_model); out["applied"][name] lists one result per rank.
     applied = {}
@@ -156,6 +163,90 @@ def _main(spec_path: str, out_path: str) -> None:
         "classes": llm.apply_model(engine_runner.describe_model)[0],
     }
     Path(out_path).write_text(json.dumps(summary))
+
+
+def _metrics(llm) -> dict:
+    return {
+        m.name: m.value
+        for m in llm.get_metrics()
+        if m.name.startswith(("vllm:spec_decode", "vllm:prefix_cache", "vllm:num_preemptions"))
+        if hasattr(m, "value")
+    }
+
+
+def _worker_block_size(worker) -> int:
+    return worker.vllm_config.cache_config.block_size
+
+
+def engine_block_size(llm) -> int:
+    """The KV cache block size the worker runs with (for hybrid models the executor aligns it
+    to the state page size after the front end built its config)."""
+    return llm.collective_rpc(_worker_block_size)[0]
+
+
+def run_sessions(llm, spec: dict) -> list[list[dict]]:
+    """Multi-turn greedy sessions, interleaved in rounds, in one engine.
+
+    spec: {"block_size": B (default: the engine's), "sessions": [{"start": round, "system": [ids], "turns":
+    [{"text": [ids], "length": (blocks, delta) or null, "max_tokens": n, "abort_after": m
+    or null}], "fork": [session, turn] or null}]}.
+    Round r runs turn r - start of every session at once. A turn's prompt is the previous
+    turn's prompt + its output + the turn's text; with "length" [b, d] the text is cut
+    (or the prompt before it cut) so that the prompt has b * B + d tokens. A session with
+    "fork" [s, t] starts from session s's turn-t prompt + output (an exact prefix of
+    session s's next prompt). "abort_after" m aborts the request once it has m output
+    tokens; only its first m tokens are kept for the next turn. Returns per session and
+    turn: prompt, output ids, aborted.
+    """
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    engine = llm.llm_engine
+    block = spec.get("block_size") or engine_block_size(llm)
+    sessions = spec["sessions"]
+    done: list[list[dict]] = [[] for _ in sessions]
+    history = [list(s.get("system", [])) for s in sessions]
+    rounds = max(s.get("start", 0) + len(s["turns"]) for s in sessions)
+    for r in range(rounds):
+        pending = {}
+        for i, s in enumerate(sessions):
+            t = r - s.get("start", 0)
+            if not 0 <= t < len(s["turns"]):
+                continue
+            turn = s["turns"][t]
+            if t == 0 and s.get("fork"):
+                src, src_turn = s["fork"]
+                parent = done[src][src_turn]
+                history[i] = parent["prompt"] + parent["kept"]
+            prompt = history[i] + list(turn["text"])
+            if turn.get("length"):  # counted in the engine's cache blocks of `block` tokens
+                n = turn["length"][0] * block + turn["length"][1]
+                if not len(history[i]) < n <= len(prompt):
+                    raise ValueError(f"session {i} turn {t}: {n} tokens asked, history "
+                                     f"{len(history[i])}, with text {len(prompt)}")
+                prompt = prompt[:n]
+            rid = f"s{i}-t{t}"
+            pending[rid] = (i, prompt, turn)
+            engine.add_request(
+                rid,
+                TokensPrompt(prompt_token_ids=prompt),
+                SamplingParams(temperature=0.0, max_tokens=turn["max_tokens"], ignore_eos=True),
+            )
+        outputs = {rid: [] for rid in pending}
+        aborted = set()
+        while engine.has_unfinished_requests():
+            for out in engine.step():
+                outputs[out.request_id] = list(out.outputs[0].token_ids)
+                limit = pending[out.request_id][2].get("abort_after")
+                if limit and not out.finished and len(outputs[out.request_id]) >= limit:
+                    engine.abort_request([out.request_id])
+                    aborted.add(out.request_id)
+        for rid, (i, prompt, turn) in pending.items():
+            ids = outputs[rid]
+            kept = ids[: turn["abort_after"]] if rid in aborted else ids
+            done[i].append({"prompt": prompt, "output_ids": ids, "kept": kept, "aborted": rid in aborted})
+            history[i] = prompt + kept
+    return done
 
 
 def run_engine(spec: dict, workdir: Path, name: str, timeout: float = 900) -> dict:
