@@ -91,6 +91,7 @@ def our_triton_warmup(model) -> dict:
         "registered": len(registry),
         "triton_serves_cpu": warmup.triton_serves("cpu"),
         "expected_per_rank": [config.linear_num_key_heads // tp, config.linear_num_value_heads // tp],
+        "max_num_seqs": model.vllm_config.scheduler_config.max_num_seqs,
     }
     t0 = time.perf_counter()
     try:

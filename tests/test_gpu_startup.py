@@ -70,6 +70,9 @@ def test_our_warmup_per_rank_sizes(store, preset):
         assert len(rank["geometries"]) == 1
         h, hv = rank["geometries"][0][:2]
         assert [h, hv] == rank["expected_per_rank"]
-        steps = [case[0] for case in rank["cases"]]
-        assert steps.count("prefill") == 4 and steps.count("decode") == 3 and "verify" not in steps
+        # Decode batches 1, 2, 4, ... up to max_num_seqs; no verification without MTP.
+        batches = [1 << i for i in range(rank["max_num_seqs"].bit_length())]
+        assert [c[1] for c in rank["cases"] if c[0] == "decode"] == batches
+        assert [c[1:] for c in rank["cases"] if c[0] == "prefill"][:4] == [[1, 1], [1, 2], [1, 16], [2, 40]]
+        assert not any(c[0] == "verify" for c in rank["cases"])
         assert rank["cache_untouched"]

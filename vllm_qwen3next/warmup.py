@@ -16,8 +16,9 @@ while the model is built (the GPU model runners build it inside ``registry.activ
 ``enforce_eager``) before CUDA-graph capture and before vLLM's JIT monitor starts to report
 compilations. Each case calls the layer's own ``_prefill`` / ``_decode`` / ``_verify`` /
 ``_norm`` with the layer's weights and scratch states of the bound cache's per-slot shape,
-strides and dtypes, for token and sequence counts of 1, 2 and a multiple of 16 (the integer
-cases Triton specialises on). The real cache is never written.
+strides and dtypes: token counts of 1, 2 and 16 (the integer cases Triton specialises on) and
+sequence counts 1, 2, 4, ... up to max_num_seqs (the launchers choose block sizes and warps from
+them in power-of-two buckets). The real cache is never written.
 
 On CPU nothing registers unless the Triton-on-CPU switch (``QWEN3NEXT_TRITON_CPU=1``, with
 ``TRITON_INTERPRET=1``) makes our Triton implementations serve CPU tensors; vLLM's CPU
@@ -39,9 +40,13 @@ from vllm_qwen3next.layers.state import gdn_state_dtypes, gdn_state_shapes
 
 logger = init_logger(f"vllm.{__name__}")
 
-PREFILL_CASES = ((1, 1), (1, 2), (1, 16), (2, 40))  # (sequences, tokens each); 2 x 40 crosses a 64-token chunk
-DECODE_BATCHES = (1, 2, 16)
-VERIFY_SEQUENCES = (1, 2)
+# (sequences, tokens each): token counts of 1, 2 and 16 (Triton's integer cases); 2 x 40 crosses a 64-token chunk.
+PREFILL_CASES = ((1, 1), (1, 2), (1, 16), (2, 40))
+
+
+def _powers_of_two(limit: int) -> list[int]:
+    """1, 2, 4, ... <= limit: the launchers pick block sizes from sequence counts in power-of-two buckets."""
+    return [1 << i for i in range(max(limit, 1).bit_length())]
 
 
 @dataclass(frozen=True)
@@ -116,11 +121,17 @@ class GDNTritonWarmup(VllmJitKernel[GDNWarmupKey]):
     def get_warmup_keys(self, layer) -> list[GDNWarmupKey]:
         geometry = layer_geometry(layer)
         self._layers.setdefault(geometry, layer)
-        keys = [GDNWarmupKey(geometry, "prefill", n, t) for n, t in PREFILL_CASES]
-        keys += [GDNWarmupKey(geometry, "decode", b, 1) for b in DECODE_BATCHES]
+        scheduler = layer.vllm_config.scheduler_config
+        batches = _powers_of_two(min(scheduler.max_num_seqs, scheduler.max_num_batched_tokens))
+        keys = [GDNWarmupKey(geometry, "prefill", n, t) for n, t in PREFILL_CASES
+                if n * t <= scheduler.max_num_batched_tokens]
+        keys += [GDNWarmupKey(geometry, "prefill", n, 1) for n in batches if n > 2]
+        keys += [GDNWarmupKey(geometry, "decode", b, 1) for b in batches]
         if geometry.num_spec > 0:
-            keys += [GDNWarmupKey(geometry, "verify", n, 1 + geometry.num_spec) for n in VERIFY_SEQUENCES]
-        return keys
+            per_seq = 1 + geometry.num_spec
+            keys += [GDNWarmupKey(geometry, "verify", n, per_seq) for n in batches
+                     if n * per_seq <= scheduler.max_num_batched_tokens]
+        return list(dict.fromkeys(keys))
 
     @torch.inference_mode()
     def compile(self, compile_key: GDNWarmupKey) -> None:
