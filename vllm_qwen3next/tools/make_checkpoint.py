@@ -12,12 +12,12 @@ through the layers, routing varies across tokens and the logits have a std of ab
 Each tensor is drawn from its own generator, seeded by (seed, tensor name), so variants built
 with other overrides (fewer layers, no MTP) share the tensors they have in common.
 
-This module imports only torch, safetensors, tokenizers and the standard library (no vLLM,
-no transformers), so it runs wherever the kernels run.
+This module imports only torch, safetensors, tokenizers, the standard library and
+`vllm_qwen3next.config` (no vLLM, no transformers), so it runs wherever the kernels run.
 
-Shapes: H = hidden_size, I = moe_intermediate_size, E = num_experts,
-HK / HV = linear key / value heads, K / V = linear key / value head dim, W = conv kernel,
-NQ / NKV = attention q / kv heads, D = attention head dim.
+Shapes (the config's sizes, not the kernels' notation): H = hidden_size, I = moe_intermediate_size,
+E = num_experts, HK / HV = linear key / value heads, K / V = linear key / value head dim,
+W = conv kernel, NQ / NKV = attention q / kv heads, D = attention head dim.
 """
 
 from __future__ import annotations

@@ -19,8 +19,9 @@ set of short phrases repeated; each pattern has its own block of token ids. Ever
 determined by its first three tokens, so a trained model predicts almost every token, and t+2
 as well (counting and the interleaved counters need the hidden state for that).
 
-Shapes: B = batch, T = sequence length, H = hidden size, V = vocab size, E = experts,
-I = moe_intermediate_size.
+Shapes (a training batch, not the kernels' varlen notation): B = sequences in the batch,
+T = sequence length, L = positions a draft step reads (T - k), H = hidden size, V = vocab size,
+E = experts, I = moe_intermediate_size.
 """
 
 from __future__ import annotations
