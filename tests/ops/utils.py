@@ -578,7 +578,7 @@ def check_state_layout(device, op, B, H, HV, K, V, dtype=torch.float32, state_dt
     """op (or the Triton launcher impl) on states laid out [V, K] against the CPU op on the same values laid out
     [K, V]: outputs within the usual tolerance, every state written where the CPU op writes it, the rest untouched."""
     gen = torch.Generator().manual_seed(seed)
-    S, W = 2 * B + 4, 4
+    S, W = 3 * B + 4, 4  # verification needs a slot per token (3 per sequence), plus the null slot
     idx = slot_map(B, S, gen)  # padding included
     D = 2 * H * K + HV * V
     states0 = (0.1 * torch.randn(S, HV, K, V, generator=gen)).to(state_dtype)
