@@ -27,11 +27,13 @@ def register() -> None:
     from vllm import ModelRegistry
 
     from vllm_qwen3next.fixes import echo
+    from vllm_qwen3next.fixes import onednn_cache
     from vllm_qwen3next.fixes import kv_cache_layout
 
     for arch, target in ARCHITECTURES.items():
         ModelRegistry.register_model(arch, target)
     echo.install()  # vLLM 0.32: echo of a prompt whose text is empty (API server)
+    onednn_cache.install()  # vLLM 0.32 CPU: memory per new prompt length (before workers start)
     kv_cache_layout.install()  # vLLM 0.32: pipeline stages with different backends
     _registered = True
     logger.info(
