@@ -81,7 +81,12 @@ def _main(spec_path: str, out_path: str) -> None:
             for i in range(len(prompts))
         ]
     t0 = time.perf_counter()
-    outputs = llm.generate(prompts, params, use_tqdm=False)
+    lora = None
+    if spec.get("lora"):  # a LoRA adapter folder applied to every prompt
+        from vllm.lora.request import LoRARequest
+
+        lora = LoRARequest("adapter", 1, spec["lora"])
+    outputs = llm.generate(prompts, params, use_tqdm=False, lora_request=lora)
     gen_s = time.perf_counter() - t0
     results = []
     for prompt, out in zip(spec["prompts"], outputs):
