@@ -70,6 +70,9 @@ def vllm_qwen_gdn_warmup(model) -> dict:
     return out
 
 
+CPU_OPS_MAX_SEQS = 16
+
+
 def our_triton_warmup(model) -> dict:
     """Our GDN warm-up through vLLM's own JIT warm-up registry, as the GPU worker's kernel_warmup runs it.
     On CPU the cases run whatever implementation serves CPU tensors (Triton under the switch)."""
@@ -77,10 +80,22 @@ def our_triton_warmup(model) -> dict:
 
     from vllm_qwen3next import warmup
 
+    class Kernel(warmup.GDNTritonWarmup):
+        """Runs every key through Triton; with our CPU ops (memory-hungry at hundreds of sequences,
+        which a GPU never runs them with) only the keys of at most CPU_OPS_MAX_SEQS sequences."""
+
+        def compile_many(self, compile_keys):
+            self.keys = list(compile_keys)
+            super().compile_many(self.keys)
+
+        def compile(self, compile_key):
+            if warmup.triton_serves("cpu") or compile_key.num_seqs <= CPU_OPS_MAX_SEQS:
+                super().compile(compile_key)
+
     layers = _our_gdn_layers(model)
     config = model.vllm_config.model_config.hf_text_config
     tp = model.vllm_config.parallel_config.tensor_parallel_size
-    kernel = warmup.GDNTritonWarmup()
+    kernel = Kernel()
     registry = JitWarmupRegistry(model.vllm_config)
     with registry.activate():
         for layer in layers.values():
@@ -100,6 +115,7 @@ def our_triton_warmup(model) -> dict:
     except Exception:  # noqa: BLE001
         out["error"] = traceback.format_exc()
     out["warmup_s"] = time.perf_counter() - t0
+    out["keys"] = [[k.step, k.num_seqs, k.tokens_per_seq] for k in getattr(kernel, "keys", [])]
     out["cases"] = [[k.step, k.num_seqs, k.tokens_per_seq] for k in kernel.cases_run]
     out["geometries"] = sorted(
         {(k.geometry.num_k_heads, k.geometry.num_v_heads, k.geometry.head_k_dim, k.geometry.head_v_dim,

@@ -104,6 +104,7 @@ def test_warmup_runs_the_interpreted_kernels(mtp_run):
     assert rank["error"] is None, rank["error"]
     assert rank["triton_serves_cpu"]
     print(f"interpreted warm-up: {len(rank['cases'])} cases in {rank['warmup_s']:.1f} s: {rank['cases']}")
+    assert rank["cases"] == rank["keys"]  # every key ran, through the interpreted Triton kernels
     # max_num_seqs 4: verification of 1, 2 and 4 sequences of 1 + 2 tokens.
     assert [c[1:] for c in rank["cases"] if c[0] == "verify"] == [[1, 3], [2, 3], [4, 3]]
     assert rank["cache_untouched"]

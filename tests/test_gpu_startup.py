@@ -70,9 +70,11 @@ def test_our_warmup_per_rank_sizes(store, preset):
         assert len(rank["geometries"]) == 1
         h, hv = rank["geometries"][0][:2]
         assert [h, hv] == rank["expected_per_rank"]
-        # Decode batches 1, 2, 4, ... up to max_num_seqs; no verification without MTP.
+        # Decode batches 1, 2, 4, ... up to max_num_seqs; no verification without MTP. Our CPU ops
+        # run the cases of up to 16 sequences (gpu_startup_hooks.CPU_OPS_MAX_SEQS).
         batches = [1 << i for i in range(rank["max_num_seqs"].bit_length())]
-        assert [c[1] for c in rank["cases"] if c[0] == "decode"] == batches
-        assert [c[1:] for c in rank["cases"] if c[0] == "prefill"][:4] == [[1, 1], [1, 2], [1, 16], [2, 40]]
-        assert not any(c[0] == "verify" for c in rank["cases"])
+        assert [c[1] for c in rank["keys"] if c[0] == "decode"] == batches
+        assert [c[1:] for c in rank["keys"] if c[0] == "prefill"][:4] == [[1, 1], [1, 2], [1, 16], [2, 40]]
+        assert not any(c[0] == "verify" for c in rank["keys"])
+        assert rank["cases"] == [c for c in rank["keys"] if c[1] <= 16]
         assert rank["cache_untouched"]
