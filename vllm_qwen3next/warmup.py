@@ -140,7 +140,9 @@ class GDNTritonWarmup(VllmJitKernel[GDNWarmupKey]):
         device = layer.A_log.device
         n, per_seq = compile_key.num_seqs, compile_key.tokens_per_seq
         num_tokens = n * per_seq
-        slots = n * per_seq if compile_key.step == "verify" else n
+        # Two scratch slots whatever the batch (sequences share them: the results are not read),
+        # so that the warm-up needs next to no memory beside the allocated cache.
+        slots = 2
         conv_state = _scratch_state(g.conv_state, slots, device)  # [S, L, D]
         ssm_state = _scratch_state(g.ssm_state, slots, device)  # [S, HV, K, V]
         conv_window = conv_state[:, : g.conv_kernel_size - 1]
@@ -155,17 +157,17 @@ class GDNTritonWarmup(VllmJitKernel[GDNWarmupKey]):
         if compile_key.step == "prefill":
             md = SimpleNamespace(
                 prefill_query_start_loc=starts,
-                prefill_state_indices=_int32(range(n), device),
+                prefill_state_indices=_int32([i % slots for i in range(n)], device),
                 prefill_has_initial_state=torch.ones(n, dtype=torch.bool, device=device),
             )
             layer._norm(layer._prefill(mixed_qkv, b, a, conv_window, ssm_state, md), z)
         elif compile_key.step == "decode":
-            layer._decode(mixed_qkv, z, b, a, conv_window, ssm_state, _int32(range(n), device))
+            layer._decode(mixed_qkv, z, b, a, conv_window, ssm_state, _int32([i % slots for i in range(n)], device))
         else:
             md = SimpleNamespace(
                 num_spec_decodes=n,
                 spec_query_start_loc=starts,
-                spec_state_indices_tensor=_int32(range(slots), device).view(n, per_seq),
+                spec_state_indices_tensor=_int32([i % slots for i in range(num_tokens)], device).view(n, per_seq),
                 num_accepted_tokens=torch.ones(n, dtype=torch.int32, device=device),
             )
             layer._norm(layer._verify(mixed_qkv, b, a, conv_state, ssm_state, md), z)
