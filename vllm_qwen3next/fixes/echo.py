@@ -74,5 +74,6 @@ def install() -> None:
     _process_tokens.keeps_empty_text = True
     renderer_cls._process_tokens = _process_tokens
     renderer_cls._process_tokens_async = _process_tokens_async
-    logger.info("vllm_qwen3next: prompts whose text is empty keep it (vLLM 0.32's renderer drops it: "
-                "echo of token ids the tokenizer does not know gave a 500)")
+    # No package name in the text: register()'s own line is the one that names the plugin.
+    logger.info("Prompts whose text is empty keep it (vLLM 0.32's renderer drops it: echo of token ids "
+                "the tokenizer does not know gave a 500); fixed by the Qwen3-Next plugin")

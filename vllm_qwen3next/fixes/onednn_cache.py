@@ -32,7 +32,7 @@ def install() -> None:
     if not current_platform.is_cpu() or any(name in os.environ for name in NAMES):
         return
     os.environ[NAMES[0]] = str(CAPACITY)
-    logger.info("vllm_qwen3next: ONEDNN_PRIMITIVE_CACHE_CAPACITY=%d (with oneDNN's default of 1024 the "
-                "CPU worker grows with every new prompt length, by about 0.4 GB for the tiny checkpoint; "
-                "set the variable to choose)",
-                CAPACITY)
+    # No package name in the text: register()'s own line is the one that names the plugin.
+    logger.info("oneDNN primitive cache bounded: ONEDNN_PRIMITIVE_CACHE_CAPACITY=%d (with oneDNN's default "
+                "of 1024 the CPU worker grows with every new prompt length, by about 0.4 GB for a tiny "
+                "checkpoint; set the variable to choose); set by the Qwen3-Next plugin", CAPACITY)
