@@ -8,7 +8,11 @@ ONEDNN_PRIMITIVE_CACHE_CAPACITY). It sends one prompt per length (1 output token
 prefill of M = length tokens), reading the model worker's RSS every 25 lengths, then sends the same
 lengths again. vLLM's CPU linear layers run oneDNN matmuls (`onednn_mm`) whose primitives are built
 per M: vLLM keeps up to 32 M sizes per weight shape, and oneDNN's own cache (1024 primitives by
-default) keeps more. Prints one line per configuration and a JSON summary.
+default; the plugin sets 256 where ONEDNN_PRIMITIVE_CACHE_CAPACITY is unset, see
+vllm_qwen3next/fixes/onednn_cache.py) keeps more. Prints one line per configuration and a JSON summary.
+Measured (tiny checkpoint, 2-core AVX-512 CPU, lengths 16-215), worker growth over 200 new lengths:
+float32 +421 MB with 1024 (flat after about 175 lengths), +111 MB with the plugin's 256 (flat after
+50), +70 MB with 64; bfloat16 +506 / +126 / +91 MB. The same lengths again: +0 MB.
 """
 
 import argparse
