@@ -233,7 +233,8 @@ def decode_cases(anc, bw, rows, log):
                 out = gdn_decode_triton(**x)
                 il = x["state_indices"].long()
                 lay = "vk" if vk else "kv"
-                row.checks.append(f"{lay} out {rel(out, ref):.1e} h {rel(x['ssm_states'][il], cpu['ssm_states'][il.cpu()]):.1e}"
+                h_err = rel(x["ssm_states"][il], cpu["ssm_states"][il.cpu()])
+                row.checks.append(f"{lay} out {rel(out, ref):.1e} h {h_err:.1e}"
                                   f" conv {rel(x['conv_states'][il], cpu['conv_states'][il.cpu()]):.1e}")
                 row.times[f"ours {lay} (default)"] = graph_ms([lambda i=i: gdn_decode_triton(
                     **(x | {"state_indices": i})) for i in sets])
@@ -306,8 +307,9 @@ def verify_cases(anc, bw, rows, log):
                 row.times[f"ours {lay}"] = graph_ms([lambda: recurrent_gated_delta_rule_verify_triton(
                     q, k, v, g, beta, SCALE, st, cu, idx, nacc, True)])
                 for BV, nw in ((16, 1), (32, 2), (64, 2)) if vk else ():
-                    row.times[f"ours {lay} BV={BV} w={nw}"] = graph_ms([lambda: recurrent_gated_delta_rule_verify_triton(
-                        q, k, v, g, beta, SCALE, st, cu, idx, nacc, True, BV=BV, num_warps=nw)])
+                    row.times[f"ours {lay} BV={BV} w={nw}"] = graph_ms([
+                        lambda: recurrent_gated_delta_rule_verify_triton(q, k, v, g, beta, SCALE, st, cu, idx, nacc,
+                                                                         True, BV=BV, num_warps=nw)])
                 if vk and anc.vllm_rec:
                     st_v = st.transpose(-1, -2)
                     row.times["vLLM (k+1 states)"] = graph_ms([lambda: anc.vllm_rec.fused_recurrent_gated_delta_rule(

@@ -16,7 +16,9 @@ FILES = [
     "model_executor/layers/mamba/ops/causal_conv1d.py",
 ]
 SHIMS = {
-    "triton_utils/__init__.py": "import triton\nimport triton.language as tl\nimport triton.language.extra.libdevice as tldevice\n",
+    "triton_utils/__init__.py": (
+        "import triton\nimport triton.language as tl\nimport triton.language.extra.libdevice as tldevice\n"
+    ),
     "platforms/__init__.py": (
         "class _Platform:\n"
         "    def is_cuda_alike(self): return True\n"

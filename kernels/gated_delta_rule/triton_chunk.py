@@ -1,4 +1,4 @@
-"""Chunked gated delta rule prefill in Triton: two kernels, l2norm and (optionally) the gating fused in,
+"""Chunked gated delta rule prefill in Triton: two kernels, l2norm fused in,
 initial and final states read and written in the cache by slot.
 
 BT = chunk size (64), BC = sub-chunk (16).
@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..utils.triton import seq_block, seq_chunk_of_program, softplus_gate, state_is_vk, state_offsets
+from ..utils.triton import seq_block, seq_chunk_of_program, state_is_vk, state_offsets
 
 
 @triton.jit
@@ -35,15 +35,12 @@ def load_rows(p, o_t, eos, stride_t, o_k, m_k, USE_L2NORM: tl.constexpr):
 
 
 @triton.jit
-def load_gate(g, beta, A_log, dt_bias, o_t, eos, i_hv, stride_g_t, stride_b_t, FUSE_GATING: tl.constexpr):
-    """Log decay and beta ([R] fp32, zeros past eos) of value head i_hv; from raw a, b when FUSE_GATING."""
+def load_gate(g, beta, o_t, eos, i_hv, stride_g_t, stride_b_t):
+    """Log decay and beta ([R] fp32, zeros past eos) of value head i_hv."""
     m_t = o_t < eos
     b_g = tl.load(g + o_t.to(tl.int64) * stride_g_t + i_hv, mask=m_t, other=0)
-    b_b = tl.load(beta + o_t.to(tl.int64) * stride_b_t + i_hv, mask=m_t, other=0).to(tl.float32)
-    if FUSE_GATING:
-        b_g = tl.where(m_t, softplus_gate(b_g, tl.load(A_log + i_hv), tl.load(dt_bias + i_hv)), 0.0)
-        b_b = tl.where(m_t, tl.sigmoid(b_b), 0.0)
-    return b_g.to(tl.float32), b_b
+    b_b = tl.load(beta + o_t.to(tl.int64) * stride_b_t + i_hv, mask=m_t, other=0)
+    return b_g.to(tl.float32), b_b.to(tl.float32)
 
 
 @triton.jit
@@ -85,11 +82,11 @@ def store_rows(p, b_x, o_t, eos, stride_t, o_c, m_c):
 
 @triton.jit(do_not_specialize=["N"])
 def chunk_gated_delta_rule_fwd_intra_kernel(
-    q, k, v, g, beta, A_log, dt_bias, w, u, Aqk, cu_seqlens, scale, N,
+    q, k, v, g, beta, w, u, Aqk, cu_seqlens, scale, N,
     stride_q_t, stride_k_t, stride_v_t, stride_g_t, stride_b_t,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BVF: tl.constexpr,
     BT: tl.constexpr, BN: tl.constexpr,
-    USE_L2NORM: tl.constexpr, FUSE_GATING: tl.constexpr, DOT_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    USE_L2NORM: tl.constexpr, DOT_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     BC: tl.constexpr = 16  # BT == 4 * BC, written out block by block below
     G: tl.constexpr = HV // H
@@ -141,10 +138,10 @@ def chunk_gated_delta_rule_fwd_intra_kernel(
     b_scale = b_one * scale
     for j in tl.static_range(G):
         i_hv = i_h * G + j
-        b_g0, b_b0 = load_gate(g, beta, A_log, dt_bias, o_t0, eos, i_hv, stride_g_t, stride_b_t, FUSE_GATING)
-        b_g1, b_b1 = load_gate(g, beta, A_log, dt_bias, o_t1, eos, i_hv, stride_g_t, stride_b_t, FUSE_GATING)
-        b_g2, b_b2 = load_gate(g, beta, A_log, dt_bias, o_t2, eos, i_hv, stride_g_t, stride_b_t, FUSE_GATING)
-        b_g3, b_b3 = load_gate(g, beta, A_log, dt_bias, o_t3, eos, i_hv, stride_g_t, stride_b_t, FUSE_GATING)
+        b_g0, b_b0 = load_gate(g, beta, o_t0, eos, i_hv, stride_g_t, stride_b_t)
+        b_g1, b_b1 = load_gate(g, beta, o_t1, eos, i_hv, stride_g_t, stride_b_t)
+        b_g2, b_b2 = load_gate(g, beta, o_t2, eos, i_hv, stride_g_t, stride_b_t)
+        b_g3, b_b3 = load_gate(g, beta, o_t3, eos, i_hv, stride_g_t, stride_b_t)
         b_g0 = tl.cumsum(b_g0, 0)
         b_g1 = tl.cumsum(b_g1, 0) + tl.sum(tl.where(o_c == BC - 1, b_g0, 0.0), 0)
         b_g2 = tl.cumsum(b_g2, 0) + tl.sum(tl.where(o_c == BC - 1, b_g1, 0.0), 0)
@@ -232,11 +229,11 @@ def chunk_gated_delta_rule_fwd_intra_kernel(
 
 @triton.jit
 def chunk_gated_delta_rule_fwd_kernel(
-    q, k, w, u, g, A_log, dt_bias, Aqk, o, ssm_states, cu_seqlens, state_indices, has_initial_state,
+    q, k, w, u, g, Aqk, o, ssm_states, cu_seqlens, state_indices, has_initial_state,
     scale, stride_q_t, stride_k_t, stride_g_t, stride_s_n,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    BT: tl.constexpr, USE_L2NORM: tl.constexpr, FUSE_GATING: tl.constexpr, DOT_DTYPE: tl.constexpr,
-    DOT_PRECISION: tl.constexpr, STATE_VK: tl.constexpr,
+    BT: tl.constexpr, USE_L2NORM: tl.constexpr, DOT_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    STATE_VK: tl.constexpr,
 ):
     i_nh, i_v = tl.program_id(0), tl.program_id(1)
     i_n, i_hv = i_nh // HV, i_nh % HV
@@ -269,7 +266,7 @@ def chunk_gated_delta_rule_fwd_kernel(
         m_t = o_t < eos
         b_q = load_rows(q + i_h * K, o_t, eos, stride_q_t, o_k, m_k, USE_L2NORM)
         b_k = load_rows(k + i_h * K, o_t, eos, stride_k_t, o_k, m_k, USE_L2NORM)
-        b_g, _ = load_gate(g, g, A_log, dt_bias, o_t, eos, i_hv, stride_g_t, stride_g_t, FUSE_GATING)
+        b_g, _ = load_gate(g, g, o_t, eos, i_hv, stride_g_t, stride_g_t)
         b_g = tl.cumsum(b_g, 0)
         b_glast = tl.sum(tl.where(o_i == BT - 1, b_g, 0.0), 0)
         m_tv = m_t[:, None] & m_v[None, :]
@@ -290,13 +287,12 @@ def chunk_gated_delta_rule_fwd_kernel(
     tl.store(p_h, b_h.to(ssm_states.dtype.element_ty), mask=m_h)
 
 
-def _check_chunk_args(q, k, v, g, beta, ssm_states, state_indices, fuse_gating):
+def _check_chunk_args(q, k, v, g, beta, ssm_states, state_indices):
     T, H, K = q.shape
     HV, V = v.shape[1:]
     assert k.shape == (T, H, K) and v.shape[0] == T and HV % H == 0
     assert g.shape == (T, HV) and beta.shape == (T, HV)
-    if not fuse_gating:
-        assert g.dtype == torch.float32 and beta.dtype == torch.float32, "g and beta must be fp32"
+    assert g.dtype == torch.float32 and beta.dtype == torch.float32, "g and beta must be fp32"
     assert q.stride(2) == 1 and k.stride(2) == 1 and v.stride(2) == 1, "q, k, v need a unit stride on the last dim"
     assert q.stride(1) == K and k.stride(1) == K and v.stride(1) == V, "heads of q, k, v must be packed in a row"
     assert g.stride(1) == 1 and beta.stride(1) == 1
@@ -322,36 +318,31 @@ def dot_config(dtype: torch.dtype, recurrent: bool):
     return {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}[dtype], "tf32"
 
 
-def chunk_gated_delta_rule_fwd_triton(q, k, v, g, beta, scale, ssm_states, cu_seqlens, state_indices, has_initial_state,
-                         use_qk_l2norm, A_log=None, dt_bias=None, BV=None, num_warps=4, num_stages=None):
-    """Runs both kernels. With A_log and dt_bias given, g and beta are the raw a and b ([T, HV]) and the
-    gating is computed inside the kernels. Returns o: [T, HV, V] in v.dtype."""
-    fuse_gating = A_log is not None
-    _check_chunk_args(q, k, v, g, beta, ssm_states, state_indices, fuse_gating)
+def chunk_gated_delta_rule_fwd_triton(q, k, v, g, beta, scale, ssm_states, cu_seqlens, state_indices,
+                                      has_initial_state, use_qk_l2norm, BV=None, num_warps=4, num_stages=None):
+    """Runs both kernels. Returns o: [T, HV, V] in v.dtype."""
+    _check_chunk_args(q, k, v, g, beta, ssm_states, state_indices)
     state_vk = state_is_vk(ssm_states)
     T, H, K = q.shape
     HV, V = v.shape[1:]
     N = state_indices.shape[0]
     assert cu_seqlens.dtype == torch.int32 and cu_seqlens.shape == (N + 1,)
     assert has_initial_state.dtype == torch.bool and has_initial_state.shape == (N,)
-    if fuse_gating:
-        assert A_log.shape == (HV,) and dt_bias.shape == (HV,) and A_log.is_contiguous() and dt_bias.is_contiguous()
     o = torch.empty(T, HV, V, dtype=v.dtype, device=v.device)
     if T == 0 or N == 0:
         return o
     BT = 64
     BK = triton.next_power_of_2(K)
     assert BK >= 16
-    a_or_g = g  # the raw a when the gating is fused
     w = torch.empty(T, HV, K, dtype=k.dtype, device=k.device)
     u = torch.empty(T, HV, V, dtype=k.dtype, device=k.device)
     Aqk = torch.empty(T, HV, BT, dtype=k.dtype, device=k.device)
     dot_dt, prec = dot_config(k.dtype, recurrent=False)
     chunk_gated_delta_rule_fwd_intra_kernel[(triton.cdiv(T, BT) + N, H)](
-        q, k, v, g, beta, A_log, dt_bias, w, u, Aqk, cu_seqlens, scale, N,
+        q, k, v, g, beta, w, u, Aqk, cu_seqlens, scale, N,
         q.stride(0), k.stride(0), v.stride(0), g.stride(0), beta.stride(0),
         H=H, HV=HV, K=K, V=V, BK=BK, BVF=triton.next_power_of_2(V), BT=BT, BN=seq_block(N),
-        USE_L2NORM=use_qk_l2norm, FUSE_GATING=fuse_gating, DOT_DTYPE=dot_dt, DOT_PRECISION=prec, num_warps=4,
+        USE_L2NORM=use_qk_l2norm, DOT_DTYPE=dot_dt, DOT_PRECISION=prec, num_warps=4,
     )
     if BV is None:
         BV = 32 if N * HV * 4 >= 256 else 16
@@ -360,12 +351,12 @@ def chunk_gated_delta_rule_fwd_triton(q, k, v, g, beta, scale, ssm_states, cu_se
         num_stages = 1 if k.dtype == torch.float32 else 2
     dot_dt, prec = dot_config(k.dtype, recurrent=True)
     chunk_gated_delta_rule_fwd_kernel[(N * HV, triton.cdiv(V, BV))](
-        q, k, w, u, a_or_g, A_log, dt_bias, Aqk, o, ssm_states, cu_seqlens, state_indices,
+        q, k, w, u, g, Aqk, o, ssm_states, cu_seqlens, state_indices,
         has_initial_state.view(torch.uint8), scale,
-        q.stride(0), k.stride(0), a_or_g.stride(0), ssm_states.stride(0),
+        q.stride(0), k.stride(0), g.stride(0), ssm_states.stride(0),
         H=H, HV=HV, K=K, V=V, BK=BK, BV=BV, BT=BT,
-        USE_L2NORM=use_qk_l2norm, FUSE_GATING=fuse_gating, DOT_DTYPE=dot_dt, DOT_PRECISION=prec,
-        STATE_VK=state_vk, num_warps=num_warps, num_stages=num_stages,
+        USE_L2NORM=use_qk_l2norm, DOT_DTYPE=dot_dt, DOT_PRECISION=prec, STATE_VK=state_vk, num_warps=num_warps,
+        num_stages=num_stages,
     )
     return o
 
@@ -373,6 +364,6 @@ def chunk_gated_delta_rule_fwd_triton(q, k, v, g, beta, scale, ssm_states, cu_se
 def chunk_gated_delta_rule_triton(q, k, v, g, beta, scale, ssm_states, cu_seqlens, state_indices,
                                   has_initial_state, use_qk_l2norm):
     """Triton chunk_gated_delta_rule; same contract as the CPU op (see ops.py)."""
-    return chunk_gated_delta_rule_fwd_triton(q, k, v, g, beta, scale, ssm_states, cu_seqlens, state_indices, has_initial_state,
-                                use_qk_l2norm)
+    return chunk_gated_delta_rule_fwd_triton(q, k, v, g, beta, scale, ssm_states, cu_seqlens, state_indices,
+                                             has_initial_state, use_qk_l2norm)
 

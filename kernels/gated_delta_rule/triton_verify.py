@@ -50,7 +50,8 @@ def recurrent_gated_delta_rule_verify_kernel(
         b_v = tl.load(v + t * stride_v_t + i_hv * V + o_v, mask=m_v, other=0).to(tl.float32)
         b_g = tl.load(g + t * stride_g_t + i_hv)
         b_beta = tl.load(beta + t * stride_b_t + i_hv)
-        b_h, b_o = gated_delta_rule_step(b_h, l2norm_vec(b_q, USE_L2NORM) * scale, l2norm_vec(b_k, USE_L2NORM), b_v, b_g, b_beta)
+        b_h, b_o = gated_delta_rule_step(b_h, l2norm_vec(b_q, USE_L2NORM) * scale, l2norm_vec(b_k, USE_L2NORM), b_v,
+                                         b_g, b_beta)
         tl.store(p_o + i * (HV * V), b_o.to(o.dtype.element_ty), mask=m_v)
         w_slot = tl.load(p_slots + i, mask=i < C, other=-1).to(tl.int64)  # -1 (or a column past C): no write
         if w_slot >= 0:
