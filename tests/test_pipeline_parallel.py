@@ -1,11 +1,11 @@
 """Pipeline parallelism on CPU (float32, greedy): PP 2 and TP 2 x PP 2 give the PP 1 tokens and
 log-probs with chunked prefill, prefix caching and YaRN on, for a split where a stage holds only
-GDN layers and one where every stage holds a full-attention layer; MTP k = 2 under PP 2 gives
-transformers' greedy tokens with the draft on the last stage. Each stage is inspected in its
-worker: which layers it builds, its forward context, its cache specs and its rotary tables.
+GDN layers and one where every stage holds a full-attention layer. Each stage is inspected in its
+worker: which layers it builds, its cache specs and its rotary tables. MTP with PP is refused at
+start on CPU (vLLM 0.32's runner cannot run it).
 
-Two vLLM 0.32 faults are fixed from the plugin for this (vllm_qwen3next/fixes/kv_cache_layout.py,
-fixes/pp_intermediate_tensors.py); the first tests assert vLLM's own faults."""
+Three vLLM 0.32 faults are fixed from the plugin for this (vllm_qwen3next/fixes/kv_cache_layout.py,
+pp_block_size.py, pp_intermediate_tensors.py); the first tests assert vLLM's own faults."""
 
 import sys
 from types import SimpleNamespace
@@ -13,7 +13,6 @@ from types import SimpleNamespace
 import pytest
 
 from harness import make_prompts
-from reference import hf_reference
 
 from vllm_qwen3next.fixes import kv_cache_layout, pp_block_size, pp_intermediate_tensors
 
@@ -214,32 +213,24 @@ def test_pipeline_parallel_equals_one_stage(store, eight_layers, prompts, pp1, n
     assert len(set(groups[0].strip("()").split(", "))) == 1  # GDN blocks = attention blocks, every stage
 
 
-def test_mtp_with_pipeline_parallel_is_lossless(store):
-    """MTP k = 2 under PP 2 (stage 0 = GDN layers 0-1, stage 1 = GDN 2 + attention 3 + the draft)
-    gives transformers' greedy tokens, with drafts accepted."""
-    from vllm_qwen3next.tools.train_tiny import corpus_prompts
+def test_mtp_with_pipeline_parallel_refused_at_start(store):
+    """MTP k = 2 under PP 2 cannot run on vLLM 0.32 for CPU: without our check its V1 runner stops
+    at start on stage 0 ("'CPUModelRunner' object has no attribute 'drafter'": the drafter is built
+    on the last stage only and read on every stage), and it counts accepted drafts on the last
+    stage only, so stage 0's GDN states would resume from the wrong token. We refuse it first,
+    naming the reason."""
+    from vllm_qwen3next.model import PP_WITH_MTP
 
-    ckpt = store.trained_checkpoint()
-    prompts = corpus_prompts(3, 70, seed=1) + make_prompts(ckpt, lens=(5, 130), seed=3)
-    out = store.engine(
-        "pp2-mtp",
-        {
-            "llm": _llm(ckpt, speculative_config={"method": "qwen3_next_mtp", "num_speculative_tokens": 2})
-            | _pp(1, "2,2", "0|1")["llm_extra"],
-            "prompts": prompts,
-            "max_tokens": MAX_TOKENS,
-            "apply": [f"{__name__}:describe_stage"],
-            "env": _pp(1, "2,2", "0|1")["env"],
-        },
-    )
-    reference = hf_reference(ckpt, prompts, MAX_TOKENS)
-    assert _ids(out) == [r["output_ids"] for r in reference]
-    m = out["metrics"]
-    accepted, drafted = m["vllm:spec_decode_num_accepted_tokens"], m["vllm:spec_decode_num_draft_tokens"]
-    print(f"[PP2 + MTP k=2] greedy == transformers; {accepted:.0f} of {drafted:.0f} drafts accepted")
-    assert accepted > 0
-    draft_lines = [line for line in out["log"].splitlines() if "vllm_qwen3next: Qwen3NextMTP draft" in line]
-    assert draft_lines and all("Worker_PP1" in line for line in draft_lines)
-    stages = _stages(out)
-    assert not any(name.startswith("mtp.") for name in stages[(0, 0)]["cache_specs"])
-    assert stages[(1, 0)]["cache_specs"]["mtp.layers.0.self_attn.attn"] == "FullAttentionSpec"
+    ckpt = store.checkpoint("tiny")
+    with pytest.raises(RuntimeError) as err:
+        store.engine(
+            "pp2-mtp",
+            {
+                "llm": _llm(ckpt, speculative_config={"method": "qwen3_next_mtp", "num_speculative_tokens": 2})
+                | _pp(1, "2,2", "0|1")["llm_extra"],
+                "prompts": [[1, 2, 3]],
+                "max_tokens": 4,
+                "env": _pp(1, "2,2", "0|1")["env"],
+            },
+        )
+    assert f"NotImplementedError: {PP_WITH_MTP}" in str(err.value)

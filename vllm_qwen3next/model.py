@@ -41,6 +41,7 @@ from vllm.model_executor.models.utils import (
     make_layers,
     maybe_prefix,
 )
+from vllm.platforms import current_platform
 from vllm.sequence import IntermediateTensors
 
 from vllm_qwen3next.fixes import pp_block_size, pp_intermediate_tensors
@@ -57,6 +58,21 @@ from vllm_qwen3next.rope_config import rope_parameters_for
 from vllm_qwen3next.weights import checked_weights, expected_layout
 
 logger = init_logger(f"vllm.{__name__}")
+
+# Refused at start on CPU: vLLM 0.32's V1 model runner (the only one on CPU) builds the
+# drafter on the last stage only and reads it on every stage (_check_and_update_cudagraph_mode:
+# "'CPUModelRunner' object has no attribute 'drafter'", for the built-in too), and it counts
+# the accepted drafts on the last stage only, so the GDN layers of earlier stages would resume
+# from the wrong state slot (vllm-project/vllm#44697).
+PP_WITH_MTP = (
+    "Qwen3-Next: speculative decoding (MTP) with pipeline_parallel_size > 1 is not supported "
+    "by vLLM 0.32 on CPU: its V1 model runner builds the draft on the last stage only but "
+    "reads it on every stage, and counts accepted drafts on the last stage only, so the GDN "
+    "states of the earlier stages would resume from the wrong token (vllm-project/vllm#44697). "
+    "Use tensor parallelism with MTP, or pipeline parallelism without --speculative-config "
+    "(VLLM_PLUGINS= gives vLLM's built-in model, which does not start in this configuration "
+    "either)."
+)
 
 # Checkpoint names -> (fused vLLM parameter, shard id).
 STACKED_PARAMS = {
@@ -191,6 +207,8 @@ class Qwen3NextForCausalLM(
             mamba_copy.install()  # vLLM 0.32 CPU: prefix caching under speculative decoding
         generator.install()  # vLLM 0.32 CPU: seeded requests with a split prefill need it
         if get_pp_group().world_size > 1:
+            if vllm_config.speculative_config is not None and current_platform.is_cpu():
+                raise NotImplementedError(PP_WITH_MTP)
             pp_block_size.install()  # vLLM 0.32: a stage without attention layers needs it
         if not get_pp_group().is_first_rank:
             pp_intermediate_tensors.install()  # vLLM 0.32 CPU: eager later stages need it
