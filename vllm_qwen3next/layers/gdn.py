@@ -250,7 +250,7 @@ class Qwen3NextGatedDeltaNet(nn.Module, MambaBase):
             tokens = slice(0, num_decode_tokens)
             core_out[tokens] = self._decode(
                 mixed_qkv[tokens], z[tokens], b[tokens], a[tokens], conv_window, ssm_state,
-                md.non_spec_state_indices_tensor[: md.num_decodes],
+                md.non_spec_state_indices_tensor[: md.num_decodes].contiguous(),
             )
         if md.num_prefills > 0:
             tokens = slice(num_decode_tokens, num_actual)
@@ -269,13 +269,16 @@ class Qwen3NextGatedDeltaNet(nn.Module, MambaBase):
 
     def _prefill(self, mixed_qkv, b, a, conv_state, ssm_state, md):
         """Varlen chunks, each continuing its sequence's state when it has one."""
+        # With speculative decoding vLLM's slots are a column of its [N, 1 + k] state-index
+        # table (strided); the Triton launchers take contiguous indices.
+        slots = md.prefill_state_indices.contiguous()
         x = ops.causal_conv1d_fwd(
             mixed_qkv,
             self.conv1d.weight,
             None,
             conv_state,
             md.prefill_query_start_loc,
-            md.prefill_state_indices,
+            slots,
             md.prefill_has_initial_state,
             True,
         )
@@ -284,7 +287,7 @@ class Qwen3NextGatedDeltaNet(nn.Module, MambaBase):
         return ops.chunk_gated_delta_rule(
             q, k, v, g, beta, self.scale, ssm_state,
             md.prefill_query_start_loc,
-            md.prefill_state_indices,
+            slots,
             md.prefill_has_initial_state,
             True,
         )
