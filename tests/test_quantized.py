@@ -139,7 +139,7 @@ def test_quantized_against_builtin(store, quantized, fmt, tp):
 # ---- loaders on each format's tensors, in process (no engine) ----
 
 LOADER_FORMATS = ("w8a8-int8", "fp8-dynamic", "w4a16", "fp8-block", "awq", "gptq")
-GDN = dict(hidden=256, k_heads=2, v_heads=4, k_dim=128, v_dim=128)  # segments multiples of 128
+GDN = dict(hidden=256, k_heads=4, v_heads=8, k_dim=128, v_dim=128)  # 2 groups per rank at TP 2
 PREFIX = "model.layers.0.linear_attn"
 # The output axis of each tensor as vLLM's method for the format creates it (checked
 # against vLLM's own parameters wherever vLLM can build the layer here; used as plain
