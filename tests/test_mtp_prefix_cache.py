@@ -22,7 +22,7 @@ import pytest
 from vllm_qwen3next.tools.train_tiny import corpus_prompts
 
 TURNS = 4
-TEXT = 200  # tokens of text offered per turn, cut to the asked length
+TEXT = 400  # tokens of text offered per turn, cut to the asked length (up to a 256-token block)
 
 
 def _texts(n: int, seed: int) -> list[list[int]]:
