@@ -47,7 +47,6 @@ from vllm.sequence import IntermediateTensors
 from vllm_qwen3next.fixes import pp_block_size, pp_intermediate_tensors
 from vllm_qwen3next.fixes import generator
 from vllm_qwen3next.fixes import mamba_copy
-from vllm_qwen3next.fixes import mamba_copy
 from vllm_qwen3next.fixes import sampling as cpu_sampling
 from vllm_qwen3next.config import layer_types, validate_config
 from vllm_qwen3next.layers.attention import Qwen3NextAttention
@@ -203,7 +202,6 @@ class Qwen3NextForCausalLM(
         _split_gdn_core_out_of_graphs(vllm_config)
         if vllm_config.speculative_config is not None:
             cpu_sampling.install()  # vLLM 0.32 CPU: sampled speculative decoding needs it
-            mamba_copy.install()  # vLLM 0.32 CPU: prefix caching under speculative decoding
             mamba_copy.install()  # vLLM 0.32 CPU: prefix caching under speculative decoding
         generator.install()  # vLLM 0.32 CPU: seeded requests with a split prefill need it
         if get_pp_group().world_size > 1:
