@@ -60,7 +60,6 @@ def test_seeded_sampling_with_split_prefill(seeded_run):
     assert "does not use offset" not in seeded_run["log"]
 
 
-# --- through the server ------------------------------------------------------------------------
 
 MODEL = "qwen3next-tiny"
 NO_EOS = {"ignore_eos": True}

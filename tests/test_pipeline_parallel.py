@@ -88,7 +88,6 @@ def _stages(out) -> dict[tuple[int, int], dict]:
     return {(s["pp_rank"], s["tp_rank"]): s for s in out["applied"][f"{__name__}:describe_stage"]}
 
 
-# --- the vLLM faults, and the fixes -----------------------------------------------------
 
 
 def test_vllm_rejects_pipeline_stages_with_different_layouts():
@@ -133,7 +132,6 @@ def test_vllm_cpu_runner_skips_the_dummy_run_in_eager_mode():
     assert pp_intermediate_tensors.warm_up_skips_eager()
 
 
-# --- engines ------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")

@@ -136,7 +136,6 @@ def test_quantized_against_builtin(store, quantized, fmt, tp):
     assert min(agree) >= 1  # the first token of every prompt
 
 
-# ---- loaders on each format's tensors, in process (no engine) ----
 
 LOADER_FORMATS = ("w8a8-int8", "fp8-dynamic", "w4a16", "fp8-block", "awq", "gptq")
 GDN = dict(hidden=256, k_heads=4, v_heads=8, k_dim=128, v_dim=128)  # 2 groups per rank at TP 2

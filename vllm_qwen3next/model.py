@@ -236,7 +236,6 @@ class Qwen3NextForCausalLM(
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor | None:
         return self.logits_processor(self.lm_head, hidden_states)
 
-    # --- hybrid cache (asked by the platform before the model is built) ---
     @classmethod
     def get_mamba_state_shape_from_config(cls, vllm_config: VllmConfig):
         # The platform asks this before any worker starts: fail early on a bad config.
@@ -258,7 +257,6 @@ class Qwen3NextForCausalLM(
         # our (state_len, dim) conv layout (see layers/state.py).
         return MambaStateCopyFuncCalculator.gated_delta_net_state_copy_func()
 
-    # --- weights ------------------------------------------------------------
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
         # Under pipeline parallelism the other stages' layers are PPMissingLayer: their
         # tensors are theirs to check (the loader skips them too).
