@@ -102,7 +102,8 @@ def causal_conv1d_update_kernel(
 
 
 def _check_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, conv_states: torch.Tensor,
-                state_indices: torch.Tensor) -> None:
+                state_indices: torch.Tensor, cu_seqlens: torch.Tensor | None = None) -> tuple[int, int, int, int, int]:
+    """Checks a launch's tensors (cu_seqlens too for the varlen ops); returns (T, D, W, L, N)."""
     D, W = weight.shape
     assert x.dim() == 2 and x.shape[1] == D and x.stride(1) == 1, f"x must be [*, {D}] with unit channel stride"
     assert weight.is_contiguous(), "weight must be a contiguous [D, W]"
@@ -113,6 +114,11 @@ def _check_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     assert state_indices.dtype == torch.int32 and state_indices.is_contiguous()
     devices = {t.device for t in (x, weight, conv_states, state_indices)}
     assert len(devices) == 1, f"all tensors must be on one device, got {devices}"
+    N = state_indices.shape[0]
+    if cu_seqlens is not None:
+        assert cu_seqlens.dtype == torch.int32 and cu_seqlens.shape == (N + 1,) and cu_seqlens.is_contiguous()
+        assert cu_seqlens.device == x.device
+    return x.shape[0], D, W, conv_states.shape[1], N
 
 
 def causal_conv1d_fwd_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -120,12 +126,7 @@ def causal_conv1d_fwd_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.
                              has_initial_state: torch.Tensor, activation_silu: bool, BT: int = 64, BD: int = 128,
                              num_warps: int = 4) -> torch.Tensor:
     """Triton causal_conv1d_fwd; same contract as the CPU op (see ops.py). x: [T, D] -> out: [T, D]."""
-    _check_conv(x, weight, bias, conv_states, state_indices)
-    T, D = x.shape
-    W = weight.shape[1]
-    L = conv_states.shape[1]
-    N = state_indices.shape[0]
-    assert cu_seqlens.dtype == torch.int32 and cu_seqlens.shape == (N + 1,)
+    T, D, W, L, N = _check_conv(x, weight, bias, conv_states, state_indices, cu_seqlens)
     assert has_initial_state.dtype == torch.bool and has_initial_state.shape == (N,)
     out = torch.empty(T, D, dtype=x.dtype, device=x.device)
     if T == 0 or N == 0:
@@ -145,10 +146,7 @@ def causal_conv1d_update_triton(x: torch.Tensor, weight: torch.Tensor, bias: tor
                                 conv_states: torch.Tensor, state_indices: torch.Tensor,
                                 activation_silu: bool) -> torch.Tensor:
     """Triton causal_conv1d_update; same contract as the CPU op. x: [B, D] -> out: [B, D]."""
-    _check_conv(x, weight, bias, conv_states, state_indices)
-    B, D = x.shape
-    W = weight.shape[1]
-    L = conv_states.shape[1]
+    B, D, W, L, _ = _check_conv(x, weight, bias, conv_states, state_indices)
     assert state_indices.shape == (B,)
     out = torch.empty(B, D, dtype=x.dtype, device=x.device)
     if B == 0:
@@ -238,15 +236,9 @@ def causal_conv1d_verify_triton(x: torch.Tensor, weight: torch.Tensor, bias: tor
     cu_seqlens: [N+1] int32, state_indices: [N] int32 (-1: skip), num_accepted: [N] int32. Returns out: [T, D]
     in x.dtype. No host synchronisation: the contract (1 <= a, a + W - 2 < L, Q <= L, a <= Q) is not checked.
     """
-    _check_conv(x, weight, bias, conv_states, state_indices)
-    T, D = x.shape
-    W = weight.shape[1]
-    L = conv_states.shape[1]
-    N = state_indices.shape[0]
-    assert cu_seqlens.dtype == torch.int32 and cu_seqlens.shape == (N + 1,)
-    assert cu_seqlens.is_contiguous()
+    T, D, W, L, N = _check_conv(x, weight, bias, conv_states, state_indices, cu_seqlens)
     assert num_accepted.dtype == torch.int32 and num_accepted.shape == (N,) and num_accepted.is_contiguous()
-    assert cu_seqlens.device == num_accepted.device == x.device
+    assert num_accepted.device == x.device
     out = torch.empty(T, D, dtype=x.dtype, device=x.device)
     if T == 0 or N == 0:
         return out
