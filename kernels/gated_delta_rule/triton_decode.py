@@ -9,8 +9,12 @@ import torch
 import triton
 import triton.language as tl
 
+from ..conv.triton import causal_conv1d_update_triton
+from ..gating.triton import gdn_gating_triton
+from ..norm.triton import gated_rms_norm_triton
 from ..utils.triton import (gated_delta_rule_step, gated_rms_norm_apply, l2norm_vec, softplus_gate, state_is_vk,
                             state_offsets, value_blocks)
+from .triton_fused_recurrent import fused_recurrent_gated_delta_rule_triton
 
 
 @triton.jit
@@ -139,11 +143,6 @@ COMPOSED_MIN_HEADS = 1024
 def gdn_decode_composed_triton(mixed_qkv, z, a, b, conv_weight, conv_bias, conv_states, A_log, dt_bias, norm_weight,
                                norm_eps, scale, ssm_states, state_indices, use_qk_l2norm):
     """gdn_decode as four launches: conv update, gating, one recurrence step, gated RMSNorm."""
-    from ..conv.triton import causal_conv1d_update_triton
-    from ..gating.triton import gdn_gating_triton
-    from ..norm.triton import gated_rms_norm_triton
-    from .triton_fused_recurrent import fused_recurrent_gated_delta_rule_triton
-
     B = mixed_qkv.shape[0]
     HV, K, V = ssm_states.shape[1:]
     H = (mixed_qkv.shape[1] - HV * V) // (2 * K)
