@@ -43,10 +43,10 @@ def _growth_mb(capacity: str | None) -> float:
 
 
 def test_vllm_cpu_matmul_memory_grows_per_length_in_the_primitive_cache():
-    """Why we bound it: with oneDNN's default cache every new M keeps its primitives (float32), and the growth is
-    the cache's (none without it). RSS here varies from run to run: with 256 (the plugin's capacity) +0 and +146 MB
-    were seen against +187-209 MB with the default, +22-50 with 64, 0 without a cache, so only the robust relations
-    are asserted; in an engine (examples/bench_memory.py) 256 is flat after 50 lengths."""
+    """vLLM's fault, why we bound the cache: with oneDNN's default cache every new M keeps its primitives (float32).
+    The bounded figures are printed, not asserted: RSS in this microbenchmark varies from run to run (with no cache
+    at all 0 and +33 MB, with 256 +0 and +146 MB were seen); the bound's effect is measured in an engine by
+    examples/bench_memory.py (256: flat after 50 lengths)."""
     default = _growth_mb(None)
     small = _growth_mb("64")
     off = _growth_mb("0")
@@ -54,7 +54,6 @@ def test_vllm_cpu_matmul_memory_grows_per_length_in_the_primitive_cache():
     print(f"\nonednn_mm, 3 float32 weight shapes, lengths 101-300: default cache +{default:.0f} MB, "
           f"capacity {onednn_cache.CAPACITY} +{plugin:.0f} MB, 64 +{small:.0f} MB, no cache +{off:.0f} MB")
     assert default > 50
-    assert off < 10 and small < default / 2
 
 
 def test_install_sets_capacity_unless_chosen(monkeypatch):
