@@ -41,7 +41,8 @@ from qwen3next_kernels.conv.triton import causal_conv1d_fwd_triton, causal_conv1
 from qwen3next_kernels.gated_delta_rule.fla_chunk import chunk_gated_delta_rule_fla
 from qwen3next_kernels.gated_delta_rule.triton_chunk import chunk_gated_delta_rule_fwd_triton
 from qwen3next_kernels.conv.triton import causal_conv1d_update_triton
-from qwen3next_kernels.gated_delta_rule.triton_decode import gdn_decode_fused_triton, gdn_decode_triton
+from qwen3next_kernels.gated_delta_rule.triton_decode import (gdn_decode_composed_triton, gdn_decode_fused_triton,
+                                                              gdn_decode_triton)
 from qwen3next_kernels.gating.triton import gdn_gating_triton
 from qwen3next_kernels.gated_delta_rule.triton_fused_recurrent import fused_recurrent_gated_delta_rule_triton
 from qwen3next_kernels.gated_delta_rule.triton_verify import recurrent_gated_delta_rule_verify_triton
@@ -222,58 +223,70 @@ def decode_cases(anc, bw, rows, log):
         es = torch.finfo(state_dtype).bits // 8
         for B in (1, 5) if SMOKE else (1, 32, 64, 256):
             nbytes = B * (2 * HV * K * V * es + 2 * (W - 1) * D * 2 + D * 2 + 2 * HV * V * 2 + 4 * HV)
-            row = Row("decode", f"B={B}, {str(state_dtype)[6:]} state", "vLLM conv+recurrence", nbytes)
+            row = Row("decode", f"B={B}, {str(state_dtype)[6:]} state", BUILTIN_DECODE, nbytes)
             n_sets = rotation(nbytes)
-            for vk in (True, False):
-                x, sets = decode_inputs(B, state_dtype, vk, gen, n_sets)
-                cpu = to_cpu(x)
-                if vk:  # the CPU op on the same values, contiguous
-                    cpu["ssm_states"] = cpu["ssm_states"].contiguous()
-                ref = ops.gdn_decode(**cpu)
-                out = gdn_decode_triton(**x)
-                il = x["state_indices"].long()
-                lay = "vk" if vk else "kv"
-                h_err = rel(x["ssm_states"][il], cpu["ssm_states"][il.cpu()])
-                row.checks.append(f"{lay} out {rel(out, ref):.1e} h {h_err:.1e}"
-                                  f" conv {rel(x['conv_states'][il], cpu['conv_states'][il.cpu()]):.1e}")
-                row.times[f"ours {lay} (default)"] = graph_ms([lambda i=i: gdn_decode_triton(
-                    **(x | {"state_indices": i})) for i in sets])
-                configs = [(32, 2), (16, 1), (64, 2)] if vk else [(None, None)]
-                for BV, nw in configs:
-                    t = graph_ms([lambda i=i: gdn_decode_fused_triton(**(x | {"state_indices": i}), BV=BV,
-                                                                      num_warps=nw) for i in sets])
-                    if t is not None:
-                        row.times[f"ours {lay} one launch BV={BV} w={nw}"] = t
-                if vk:
-                    y0 = causal_conv1d_update_triton(x["mixed_qkv"], x["conv_weight"], None, x["conv_states"].clone(),
-                                                     x["state_indices"], True)
-                    g0, beta0 = gdn_gating_triton(x["A_log"], x["a"], x["b"], x["dt_bias"])
-                    for BV, nw in ((32, 1), (32, 2), (64, 2)):
-                        row.times[f"part: our recurrence BV={BV} w={nw}"] = graph_ms([
-                            lambda i=i: fused_recurrent_gated_delta_rule_triton(
-                                y0[:, :H * K].view(B, H, K), y0[:, H * K:2 * H * K].view(B, H, K),
-                                y0[:, 2 * H * K:].view(B, HV, V), g0, beta0, SCALE, x["ssm_states"], i, True,
-                                BV=BV, num_warps=nw) for i in sets])
-                    row.times["part: our conv update"] = graph_ms([lambda i=i: causal_conv1d_update_triton(
-                        x["mixed_qkv"], x["conv_weight"], None, x["conv_states"], i, True) for i in sets])
-                    if anc.vllm_rec:
-                        y = ops.causal_conv1d_update(x["mixed_qkv"], x["conv_weight"], None,
-                                                     x["conv_states"].clone(), x["state_indices"], True)
-                        st_v = x["ssm_states"].transpose(-1, -2)  # the [S, HV, V, K] memory itself
-                        out_v = torch.empty(B, 1, HV, V, device=DEV, dtype=BF16)
-                        t_rec = graph_ms([lambda i=i: anc.vllm_rec.fused_recurrent_gated_delta_rule_packed_decode(
-                            y, x["a"], x["b"], x["A_log"], x["dt_bias"], SCALE, st_v, out_v, i, True) for i in sets])
-                        cs_v = x["conv_states"].transpose(1, 2)  # [S, D, L], unit channel stride: vLLM's view
-                        y_v = torch.empty_like(x["mixed_qkv"])
-                        t_conv = graph_ms([lambda i=i: anc.vllm_conv.causal_conv1d_update(
-                            x["mixed_qkv"], cs_v, x["conv_weight"], None, "silu", conv_state_indices=i, out=y_v)
-                            for i in sets])
-                        if t_rec is not None and t_conv is not None:
-                            row.times["vLLM recurrence"] = t_rec
-                            row.times["vLLM conv+recurrence"] = t_rec + t_conv
+            x, sets = decode_inputs(B, state_dtype, True, gen, n_sets)
+            cpu = to_cpu(x)
+            cpu["ssm_states"] = cpu["ssm_states"].contiguous()  # the CPU op on the same values, laid out [K, V]
+            ref = ops.gdn_decode(**cpu)
+            out = gdn_decode_triton(**x)
+            il = x["state_indices"].long()
+            row.checks.append(f"out {rel(out, ref):.1e} h {rel(x['ssm_states'][il], cpu['ssm_states'][il.cpu()]):.1e}"
+                              f" conv {rel(x['conv_states'][il], cpu['conv_states'][il.cpu()]):.1e}")
+            for name, fn, BV, nw in DECODE_VARIANTS:
+                if fn is not gdn_decode_triton:  # each variant checked too
+                    cpu_v = to_cpu(x)
+                    cpu_v["ssm_states"] = cpu_v["ssm_states"].contiguous()
+                    x_v = x | {"ssm_states": x["ssm_states"].clone(), "conv_states": x["conv_states"].clone()}
+                    ref_v = ops.gdn_decode(**cpu_v)
+                    out_v = fn(**x_v, BV=BV, num_warps=nw)
+                    row.checks.append(f"{name} {rel(out_v, ref_v):.1e}")
+                kw = {} if fn is gdn_decode_triton else dict(BV=BV, num_warps=nw)
+                row.times[f"ours {name}"] = graph_ms([lambda i=i: fn(**(x | {"state_indices": i}), **kw) for i in sets])
+            y0 = causal_conv1d_update_triton(x["mixed_qkv"], x["conv_weight"], None, x["conv_states"].clone(),
+                                             x["state_indices"], True)
+            g0, beta0 = gdn_gating_triton(x["A_log"], x["a"], x["b"], x["dt_bias"])
+            row.times["part: our recurrence op BV=32 w=1"] = graph_ms([
+                lambda i=i: fused_recurrent_gated_delta_rule_triton(
+                    y0[:, :H * K].view(B, H, K), y0[:, H * K:2 * H * K].view(B, H, K), y0[:, 2 * H * K:].view(B, HV, V),
+                    g0, beta0, SCALE, x["ssm_states"], i, True, BV=32, num_warps=1) for i in sets])
+            row.times["part: our conv update"] = graph_ms([lambda i=i: causal_conv1d_update_triton(
+                x["mixed_qkv"], x["conv_weight"], None, x["conv_states"], i, True) for i in sets])
+            o0 = torch.randn(B, HV, V, device=DEV, dtype=BF16)
+            row.times["part: our gated norm"] = graph_ms([lambda: gated_rms_norm_triton(
+                o0, x["z"], x["norm_weight"], 1e-6)])
+            if anc.vllm_rec:
+                st_v = x["ssm_states"].transpose(-1, -2)  # the [S, HV, V, K] memory itself
+                out_v = torch.empty(B, 1, HV, V, device=DEV, dtype=BF16)
+                cs_v = x["conv_states"].transpose(1, 2)  # [S, D, L], unit channel stride: vLLM's view
+                y_v = torch.empty_like(x["mixed_qkv"])
+
+                def v_conv(i):
+                    anc.vllm_conv.causal_conv1d_update(x["mixed_qkv"], cs_v, x["conv_weight"], None, "silu",
+                                                       conv_state_indices=i, out=y_v)
+
+                def v_rec(i):
+                    anc.vllm_rec.fused_recurrent_gated_delta_rule_packed_decode(
+                        y_v, x["a"], x["b"], x["A_log"], x["dt_bias"], SCALE, st_v, out_v, i, True)
+
+                row.times["vLLM recurrence"] = graph_ms([lambda i=i: v_rec(i) for i in sets])
+                row.times["vLLM conv+recurrence"] = graph_ms([lambda i=i: (v_conv(i), v_rec(i)) for i in sets])
+                row.times[BUILTIN_DECODE] = graph_ms([lambda i=i: (v_conv(i), v_rec(i), gated_rms_norm_triton(
+                    out_v.view(B, HV, V), x["z"], x["norm_weight"], 1e-6)) for i in sets])
+            row.times = {n: t for n, t in row.times.items() if t is not None}
             rows.append(row)
             log(f"decode {row.case}: " + "; ".join(row.checks) + " | "
-                + ", ".join(f"{n} {t * 1e3:.1f} us" for n, t in row.times.items() if t is not None))
+                + ", ".join(f"{n} {t * 1e3:.1f} us" for n, t in row.times.items()))
+
+
+# The built-in's decode step is three launches: vLLM's conv update, its packed recurrence, fla's gated norm (its
+# layer_norm_fwd, which needs vLLM's JIT machinery to run: our gated norm launch stands in for it).
+BUILTIN_DECODE = "vLLM conv+recurrence+norm"
+DECODE_VARIANTS = [("default", gdn_decode_triton, None, None)] + [
+    (f"one launch BV={BV} w={nw}", gdn_decode_fused_triton, BV, nw)
+    for BV, nw in ((32, 1), (32, 2), (64, 2), (128, 4), (128, 8))] + [
+    (f"conv + one launch BV={BV} w={nw}", gdn_decode_composed_triton, BV, nw)
+    for BV, nw in ((32, 1), (64, 2), (128, 4), (128, 8))]
 
 
 def verify_cases(anc, bw, rows, log):
@@ -294,27 +307,25 @@ def verify_cases(anc, bw, rows, log):
             nacc = torch.randint(1, Q + 1, (B,), generator=gen, dtype=torch.int32).to(DEV)
             nbytes = B * ((1 + Q) * HV * K * V * es + Q * (2 * H * K * 2 + 2 * HV * V * 2 + 8 * HV))
             row = Row("verify", f"B={B}, k={k_spec}, {str(state_dtype)[6:]} state", "vLLM (k+1 states)", nbytes)
-            for vk in (True, False):
-                st = states(S, state_dtype, vk)
-                cpu_st = st.cpu().contiguous().clone()
-                ref = ops.recurrent_gated_delta_rule_verify(q.cpu(), k.cpu(), v.cpu(), g.cpu(), beta.cpu(), SCALE,
-                                                            cpu_st, cu.cpu(), idx.cpu(), nacc.cpu(), True)
-                o = recurrent_gated_delta_rule_verify_triton(q, k, v, g, beta, SCALE, st, cu, idx, nacc, True)
-                il = idx.long().flatten()
-                lay = "vk" if vk else "kv"
-                row.checks.append(f"{lay} o {rel(o, ref):.1e} h {rel(st[il], cpu_st[il.cpu()]):.1e}")
-                # accepting a tokens every step (as a real run does) keeps the state bounded
-                row.times[f"ours {lay}"] = graph_ms([lambda: recurrent_gated_delta_rule_verify_triton(
-                    q, k, v, g, beta, SCALE, st, cu, idx, nacc, True)])
-                for BV, nw in ((16, 1), (32, 2), (64, 2)) if vk else ():
-                    row.times[f"ours {lay} BV={BV} w={nw}"] = graph_ms([
-                        lambda: recurrent_gated_delta_rule_verify_triton(q, k, v, g, beta, SCALE, st, cu, idx, nacc,
-                                                                         True, BV=BV, num_warps=nw)])
-                if vk and anc.vllm_rec:
-                    st_v = st.transpose(-1, -2)
-                    row.times["vLLM (k+1 states)"] = graph_ms([lambda: anc.vllm_rec.fused_recurrent_gated_delta_rule(
-                        q[None], k[None], v[None], g[None], beta[None], SCALE, st_v, True, cu_seqlens=cu,
-                        ssm_state_indices=idx, num_accepted_tokens=nacc, use_qk_l2norm_in_kernel=True)])
+            st = states(S, state_dtype, True)
+            cpu_st = st.cpu().contiguous().clone()
+            ref = ops.recurrent_gated_delta_rule_verify(q.cpu(), k.cpu(), v.cpu(), g.cpu(), beta.cpu(), SCALE,
+                                                        cpu_st, cu.cpu(), idx.cpu(), nacc.cpu(), True)
+            o = recurrent_gated_delta_rule_verify_triton(q, k, v, g, beta, SCALE, st, cu, idx, nacc, True)
+            il = idx.long().flatten()
+            row.checks.append(f"o {rel(o, ref):.1e} h {rel(st[il], cpu_st[il.cpu()]):.1e}")
+            # accepting a tokens every step (as a real run does) keeps the state bounded
+            row.times["ours default"] = graph_ms([lambda: recurrent_gated_delta_rule_verify_triton(
+                q, k, v, g, beta, SCALE, st, cu, idx, nacc, True)])
+            for BV, nw in ((16, 1), (32, 1), (32, 2), (64, 2), (64, 4)):
+                row.times[f"ours BV={BV} w={nw}"] = graph_ms([
+                    lambda: recurrent_gated_delta_rule_verify_triton(q, k, v, g, beta, SCALE, st, cu, idx, nacc,
+                                                                     True, BV=BV, num_warps=nw)])
+            if anc.vllm_rec:
+                st_v = st.transpose(-1, -2)
+                row.times["vLLM (k+1 states)"] = graph_ms([lambda: anc.vllm_rec.fused_recurrent_gated_delta_rule(
+                    q[None], k[None], v[None], g[None], beta[None], SCALE, st_v, True, cu_seqlens=cu,
+                    ssm_state_indices=idx, num_accepted_tokens=nacc, use_qk_l2norm_in_kernel=True)])
             row.times = {n: t for n, t in row.times.items() if t is not None}
             rows.append(row)
             log(f"verify {row.case}: " + "; ".join(row.checks) + " | "
@@ -338,10 +349,14 @@ def conv_cases(anc, bw, rows, log):
         cs = cs0.clone()
         out = causal_conv1d_fwd_triton(x, w, None, cs, cu, idx, hi, True)
         row.checks.append(f"out {rel(out, ref):.1e} state {rel(cs.cpu(), cs_ref):.1e}")
-        row.times["ours"] = ms(lambda: causal_conv1d_fwd_triton(x, w, None, cs, cu, idx, hi, True))
-        for BT, BD, nw in ((128, 128, 4), (64, 256, 4), (128, 256, 8), (256, 64, 4), (32, 256, 4)):
-            row.times[f"ours BT={BT} BD={BD} w={nw}"] = ms(lambda: causal_conv1d_fwd_triton(
-                x, w, None, cs, cu, idx, hi, True, BT=BT, BD=BD, num_warps=nw))
+        row.times["ours default"] = ms(lambda: causal_conv1d_fwd_triton(x, w, None, cs, cu, idx, hi, True))
+        for rows_k, BT, BD, nw in CONV_VARIANTS:
+            kw = dict(rows=rows_k, BT=BT, BD=BD, num_warps=nw)
+            if rows_k:
+                cs_c = cs0.clone()
+                row.checks.append(f"rows {BT}x{BD} {rel(causal_conv1d_fwd_triton(x, w, None, cs_c, cu, idx, hi, True, **kw), ref):.1e}")
+            row.times[f"ours {'rows' if rows_k else 'tile'} BT={BT} BD={BD} w={nw}"] = ms(
+                lambda: causal_conv1d_fwd_triton(x, w, None, cs, cu, idx, hi, True, **kw))
         if anc.vllm_conv:
             cs_v = cs0.clone()
             row.times["vLLM"] = ms(lambda: anc.vllm_conv.causal_conv1d_fn(
@@ -371,6 +386,10 @@ def conv_cases(anc, bw, rows, log):
     row.times["ours"] = graph_ms([lambda: causal_conv1d_verify_triton(x, w, None, cs0.clone(), cu, idx, nacc, True)])
     rows.append(row)
     log(f"conv verify: {row.checks[0]} | ours {row.times['ours'] * 1e3:.1f} us")
+
+
+CONV_VARIANTS = [(False, 64, 128, 4)] + [(True, BT, BD, nw) for BT, BD, nw in (
+    (32, 256, 2), (16, 256, 2), (64, 256, 2), (32, 512, 4), (16, 512, 2), (32, 128, 1), (64, 512, 4), (8, 1024, 4))]
 
 
 def norm_cases(anc, bw, rows, log):

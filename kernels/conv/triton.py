@@ -48,18 +48,95 @@ def causal_conv1d_fwd_kernel(
 
     if i_c == 0:
         # The first chunk is the only reader of the old state, so it alone writes the new one.
-        o_l = tl.arange(0, BL)
-        o_row = eos - L + o_l  # [BL], new state row r holds token eos - L + r
-        m_l = o_l < L
-        m_nx = (o_row >= bos) & m_l
-        b_new = tl.load(x + o_row[:, None] * stride_x_t + o_d[None, :], mask=m_nx[:, None] & m_d[None, :], other=0)
-        m_ns = (o_row < bos) & (o_row >= state_lo) & m_l
-        b_old = tl.load(p_state + (L - bos + o_row)[:, None] * stride_s_l + o_d[None, :],
-                        mask=m_ns[:, None] & m_d[None, :], other=0)
-        b_new = b_new.to(tl.float32) + b_old.to(tl.float32)
-        tl.debug_barrier()
-        tl.store(p_state + o_l[:, None] * stride_s_l + o_d[None, :], b_new.to(conv_states.dtype.element_ty),
-                 mask=m_l[:, None] & m_d[None, :])
+        conv_write_final_state(x, p_state, bos, eos, state_lo, stride_x_t, stride_s_l, o_d, m_d, conv_states, L, BL)
+
+
+@triton.jit
+def conv_source_row(x, p_state, o_src, bos, state_lo, stride_x_t, stride_s_l, o_d, m_d, L: tl.constexpr):
+    """Input row o_src of a sequence starting at bos as fp32 [BD]: x from bos on, the old state's rows in
+    [state_lo, bos), zeros before."""
+    o_r = o_src + 0 * o_d  # [BD]: the masks stay vectors (the interpreter does not mix scalar and vector masks)
+    b_x = tl.load(x + o_r * stride_x_t + o_d, mask=m_d & (o_r >= bos), other=0).to(tl.float32)
+    b_s = tl.load(p_state + (L - bos + o_r) * stride_s_l + o_d, mask=m_d & (o_r < bos) & (o_r >= state_lo),
+                  other=0).to(tl.float32)
+    return b_x + b_s
+
+
+@triton.jit(do_not_specialize=["N"])
+def causal_conv1d_fwd_rows_kernel(
+    x, weight, bias, conv_states, cu_seqlens, state_indices, has_initial_state, out,
+    N, D, stride_x_t, stride_s_n, stride_s_l,
+    W: tl.constexpr, L: tl.constexpr, BL: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr,
+    HAS_BIAS: tl.constexpr, ACTIVATION_SILU: tl.constexpr,
+):
+    # One program per (chunk of BT tokens, block of BD channels), the channel blocks of a chunk adjacent. Each
+    # input row is loaded once (the rows are unrolled) and the window of W - 1 <= 3 rows carried in registers.
+    ND = tl.cdiv(D, BD)
+    i_d, i_p = tl.program_id(0) % ND, tl.program_id(0) // ND
+    i_n, bos, eos, i_c, valid = seq_chunk_of_program(cu_seqlens, N, i_p, BT, BN)
+    if not valid:
+        return
+    t0 = (bos + i_c * BT).to(tl.int64)
+    o_d = i_d * BD + tl.arange(0, BD)
+    m_d = o_d < D
+    slot = tl.load(state_indices + i_n).to(tl.int64)
+    if slot < 0:
+        for i in tl.static_range(BT):
+            t = t0 + i + 0 * o_d
+            tl.store(out + t * D + o_d, tl.zeros([BD], dtype=out.dtype.element_ty), mask=m_d & (t < eos))
+        return
+    state_lo = bos - L * tl.load(has_initial_state + i_n).to(tl.int32)
+    p_state = conv_states + slot * stride_s_n
+    # r1, r2, r3: input rows t - 1, t - 2, t - 3 of output row t
+    r1 = conv_source_row(x, p_state, t0 - 1, bos, state_lo, stride_x_t, stride_s_l, o_d, m_d, L)
+    r2 = tl.zeros([BD], dtype=tl.float32)
+    r3 = tl.zeros([BD], dtype=tl.float32)
+    if W >= 3:
+        r2 = conv_source_row(x, p_state, t0 - 2, bos, state_lo, stride_x_t, stride_s_l, o_d, m_d, L)
+    if W >= 4:
+        r3 = conv_source_row(x, p_state, t0 - 3, bos, state_lo, stride_x_t, stride_s_l, o_d, m_d, L)
+    w0 = tl.load(weight + o_d * W + (W - 1), mask=m_d, other=0).to(tl.float32)
+    w1 = tl.load(weight + o_d * W + (W - 2), mask=m_d, other=0).to(tl.float32)
+    w2 = tl.zeros([BD], dtype=tl.float32)
+    w3 = tl.zeros([BD], dtype=tl.float32)
+    if W >= 3:
+        w2 = tl.load(weight + o_d * W + (W - 3), mask=m_d, other=0).to(tl.float32)
+    if W >= 4:
+        w3 = tl.load(weight + o_d * W + (W - 4), mask=m_d, other=0).to(tl.float32)
+    b_bias = tl.zeros([BD], dtype=tl.float32)
+    if HAS_BIAS:
+        b_bias = tl.load(bias + o_d, mask=m_d, other=0).to(tl.float32)
+    for i in tl.static_range(BT):
+        t = t0 + i + 0 * o_d
+        m_t = m_d & (t < eos)
+        b_x = tl.load(x + t * stride_x_t + o_d, mask=m_t, other=0).to(tl.float32)
+        b_y = b_x * w0 + r1 * w1 + r2 * w2 + r3 * w3 + b_bias
+        if ACTIVATION_SILU:
+            b_y = b_y * tl.sigmoid(b_y)
+        tl.store(out + t * D + o_d, b_y.to(out.dtype.element_ty), mask=m_t)
+        r3, r2, r1 = r2, r1, b_x
+
+    if i_c == 0:
+        # The first chunk is the only reader of the old state, so it alone writes the new one.
+        conv_write_final_state(x, p_state, bos, eos, state_lo, stride_x_t, stride_s_l, o_d, m_d, conv_states, L, BL)
+
+
+@triton.jit
+def conv_write_final_state(x, p_state, bos, eos, state_lo, stride_x_t, stride_s_l, o_d, m_d, conv_states,
+                           L: tl.constexpr, BL: tl.constexpr):
+    """New state row r holds token eos - L + r: from x, or (a sequence shorter than L) the old state's rows."""
+    o_l = tl.arange(0, BL)
+    o_row = eos - L + o_l  # [BL]
+    m_l = o_l < L
+    m_nx = (o_row >= bos) & m_l
+    b_new = tl.load(x + o_row[:, None] * stride_x_t + o_d[None, :], mask=m_nx[:, None] & m_d[None, :], other=0)
+    m_ns = (o_row < bos) & (o_row >= state_lo) & m_l
+    b_old = tl.load(p_state + (L - bos + o_row)[:, None] * stride_s_l + o_d[None, :],
+                    mask=m_ns[:, None] & m_d[None, :], other=0)
+    b_new = b_new.to(tl.float32) + b_old.to(tl.float32)
+    tl.debug_barrier()
+    tl.store(p_state + o_l[:, None] * stride_s_l + o_d[None, :], b_new.to(conv_states.dtype.element_ty),
+             mask=m_l[:, None] & m_d[None, :])
 
 
 @triton.jit
@@ -123,23 +200,35 @@ def _check_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
 
 def causal_conv1d_fwd_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                              conv_states: torch.Tensor, cu_seqlens: torch.Tensor, state_indices: torch.Tensor,
-                             has_initial_state: torch.Tensor, activation_silu: bool, BT: int = 64, BD: int = 128,
-                             num_warps: int = 4) -> torch.Tensor:
-    """Triton causal_conv1d_fwd; same contract as the CPU op (see ops.py). x: [T, D] -> out: [T, D]."""
+                             has_initial_state: torch.Tensor, activation_silu: bool, BT: int | None = None,
+                             BD: int | None = None, num_warps: int | None = None, rows: bool | None = None
+                             ) -> torch.Tensor:
+    """Triton causal_conv1d_fwd; same contract as the CPU op (see ops.py). x: [T, D] -> out: [T, D].
+
+    rows: the row-unrolled kernel (W <= 4), else the tile kernel; None: CONV_FWD_ROWS where W <= 4."""
     T, D, W, L, N = _check_conv(x, weight, bias, conv_states, state_indices, cu_seqlens)
     assert has_initial_state.dtype == torch.bool and has_initial_state.shape == (N,)
     out = torch.empty(T, D, dtype=x.dtype, device=x.device)
     if T == 0 or N == 0:
         return out
-    BN = seq_block(N)
-    grid = (triton.cdiv(T, BT) + N, triton.cdiv(D, BD))
-    causal_conv1d_fwd_kernel[grid](
+    rows = (W <= 4 and CONV_FWD_ROWS) if rows is None else rows
+    d_BT, d_BD, d_nw = CONV_FWD_BLOCKS["rows" if rows else "tile"]
+    BT, BD, num_warps = BT or d_BT, BD or d_BD, num_warps or d_nw
+    assert not rows or W <= 4, "the row-unrolled conv carries at most 3 rows"
+    kernel = causal_conv1d_fwd_rows_kernel if rows else causal_conv1d_fwd_kernel
+    grid = ((triton.cdiv(T, BT) + N) * triton.cdiv(D, BD),) if rows else (triton.cdiv(T, BT) + N, triton.cdiv(D, BD))
+    kernel[grid](
         x, weight, bias, conv_states, cu_seqlens, state_indices, has_initial_state.view(torch.uint8), out,
         N, D, x.stride(0), conv_states.stride(0), conv_states.stride(1),
-        W=W, L=L, BL=triton.next_power_of_2(L), BT=BT, BD=BD, BN=BN,
+        W=W, L=L, BL=triton.next_power_of_2(L), BT=BT, BD=BD, BN=seq_block(N),
         HAS_BIAS=bias is not None, ACTIVATION_SILU=activation_silu, num_warps=num_warps,
     )
     return out
+
+
+# The conv prefill kernel by default, and each kernel's (BT, BD, num_warps): measured on the H200 (RESULTS_H200.md)
+CONV_FWD_ROWS = True
+CONV_FWD_BLOCKS = {"rows": (32, 256, 2), "tile": (64, 128, 4)}
 
 
 def causal_conv1d_update_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,

@@ -1,49 +1,48 @@
-"""The whole GDN decode step in one Triton launch (gdn_decode, see ops.py): conv update, gating, l2norm, one
-delta-rule step and the gated RMSNorm readout.
+"""The GDN decode step in Triton (gdn_decode, see ops.py): conv update, gating, l2norm, one delta-rule step and the
+gated RMSNorm readout, in one launch or two.
 
-Each sequence's state is split over many small programs, as the fastest decode kernels do, so that enough loads are
-in flight to run at copy bandwidth; what a key-head group shares (the conv state, the RMSNorm over V) is finished by
-the group's last program, found with an atomic counter. G = HV // H.
+One program per (sequence, value head, V block of BV rows). With the conv fused (FUSE_CONV), a key-head group's
+G * NV programs share the q and k conv channels: each reads them, and the last to arrive (atomic counter, G =
+HV // H) writes their shifted state from the rows it read; a program's own v channels it shifts itself. With the
+whole V in one program (NV = 1) the RMSNorm is applied in place; over several V blocks the group's last program
+normalises the group's heads (fused conv), or the caller launches the norm (conv not fused).
 """
 import torch
 import triton
 import triton.language as tl
 
 from ..conv.triton import causal_conv1d_update_triton
-from ..gating.triton import gdn_gating_triton
 from ..norm.triton import gated_rms_norm_triton
-from ..utils.triton import (gated_delta_rule_step, gated_rms_norm_apply, l2norm_vec, softplus_gate, state_is_vk,
-                            state_offsets, value_blocks)
-from .triton_fused_recurrent import fused_recurrent_gated_delta_rule_triton
+from ..utils.triton import (gated_delta_rule_step, gated_rms_norm_apply, head_block_of_program, l2norm_vec,
+                            softplus_gate, state_is_vk, state_tile_mask, state_tile_offsets, value_blocks)
 
 
 @triton.jit
-def conv_channels(p_x, p_state, weight, bias, o_c, m_c, stride_s_l, W: tl.constexpr, L: tl.constexpr,
-                  BW: tl.constexpr, HAS_BIAS: tl.constexpr):
-    """SiLU(conv) of the new token on channels o_c ([C]) of one sequence, the state read only. Returns [C] fp32."""
-    b_x = tl.load(p_x + o_c, mask=m_c, other=0).to(tl.float32)
-    o_w = tl.arange(0, BW)
-    b_win = tl.load(p_state + (L - (W - 1) + o_w)[:, None] * stride_s_l + o_c[None, :],
-                    mask=(o_w < W - 1)[:, None] & m_c[None, :], other=0)
-    b_win = tl.where((o_w == W - 1)[:, None], b_x[None, :], b_win.to(tl.float32))  # [BW, C]
-    b_w = tl.load(weight + o_c[None, :] * W + o_w[:, None], mask=(o_w < W)[:, None] & m_c[None, :], other=0)
-    b_y = tl.sum(b_win * b_w.to(tl.float32), 0)
+def conv_read(p_x, p_state, weight, bias, o_c, m_c, stride_s_l, W: tl.constexpr, L: tl.constexpr,
+              BL: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """Channels o_c ([C]) of one sequence: the conv state rows as read ([BL, C]), the new input ([C]) and
+    SiLU(conv) of the new token over the state's last W - 1 rows and the input ([C] fp32)."""
+    o_l = tl.arange(0, BL)
+    m_l = o_l < L
+    b_s = tl.load(p_state + o_l[:, None] * stride_s_l + o_c[None, :], mask=m_l[:, None] & m_c[None, :], other=0)
+    b_x = tl.load(p_x + o_c, mask=m_c, other=0)
+    tap = o_l - (L - (W - 1))  # the conv tap of each state row; < 0: before the window
+    b_w = tl.load(weight + o_c[None, :] * W + tap[:, None], mask=(m_l & (tap >= 0))[:, None] & m_c[None, :], other=0)
+    b_y = tl.sum(b_s.to(tl.float32) * b_w.to(tl.float32), 0)
+    b_y += b_x.to(tl.float32) * tl.load(weight + o_c * W + (W - 1), mask=m_c, other=0).to(tl.float32)
     if HAS_BIAS:
         b_y += tl.load(bias + o_c, mask=m_c, other=0).to(tl.float32)
-    return b_y * tl.sigmoid(b_y)
+    return b_s, b_x, b_y * tl.sigmoid(b_y)
 
 
 @triton.jit
-def conv_state_shift(p_x, p_state, o_c, m_c, stride_s_l, L: tl.constexpr, BL: tl.constexpr):
-    """Shifts the conv state rows of channels o_c by one and appends the new token."""
+def conv_write_shifted(p_state, b_s, b_x, o_c, m_c, stride_s_l, L: tl.constexpr, BL: tl.constexpr):
+    """The new conv state of channels o_c from the rows conv_read returned: row r <- old row r + 1, the last row
+    <- the input."""
     o_l = tl.arange(0, BL)
-    b_s = tl.load(p_state + (o_l + 1)[:, None] * stride_s_l + o_c[None, :],
-                  mask=(o_l + 1 < L)[:, None] & m_c[None, :], other=0)
-    b_x = tl.load(p_x + o_c, mask=m_c, other=0)
-    b_s = tl.where((o_l == L - 1)[:, None], b_x[None, :].to(b_s.dtype), b_s)
-    tl.debug_barrier()  # every thread has read the old rows before any is overwritten
-    tl.store(p_state + o_l[:, None] * stride_s_l + o_c[None, :], b_s.to(p_state.dtype.element_ty),
-             mask=(o_l < L)[:, None] & m_c[None, :])
+    tl.store(p_state + (o_l - 1)[:, None] * stride_s_l + o_c[None, :], b_s,
+             mask=((o_l >= 1) & (o_l < L))[:, None] & m_c[None, :])
+    tl.store(p_state + (L - 1) * stride_s_l + o_c, b_x.to(p_state.dtype.element_ty), mask=m_c)
 
 
 @triton.jit
@@ -52,15 +51,13 @@ def gdn_decode_kernel(
     state_indices, out, counters, scale, eps,
     stride_x_b, stride_z_b, stride_z_h, stride_a_b, stride_b_b, stride_c_n, stride_c_l, stride_s_n,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    BVF: tl.constexpr, W: tl.constexpr, L: tl.constexpr, BW: tl.constexpr, BL: tl.constexpr,
+    BVF: tl.constexpr, W: tl.constexpr, L: tl.constexpr, BL: tl.constexpr, FUSE_CONV: tl.constexpr,
     HAS_CONV_BIAS: tl.constexpr, USE_L2NORM: tl.constexpr, ROUND_PRODUCT: tl.constexpr, STATE_VK: tl.constexpr,
 ):
-    # One program per (sequence, value head, V block of BV). The G * NV programs of a key head group share conv
-    # channels (q, k) and, through the RMSNorm over V, outputs: each reads only, writes its state slice and its
-    # unnormalised o, and the last to arrive (atomic counter) shifts the group's conv state and normalises.
+    # mixed_qkv: the pre-conv input with FUSE_CONV, else the conv's output (the conv arguments unused).
     G: tl.constexpr = HV // H
     NV: tl.constexpr = (V + BV - 1) // BV
-    i_bhv, i_v = tl.program_id(0), tl.program_id(1)
+    i_bhv, i_v = head_block_of_program(NV)
     i_b, i_hv = i_bhv // HV, i_bhv % HV
     i_h = i_hv // G
     o_k = tl.arange(0, BK)
@@ -73,44 +70,59 @@ def gdn_decode_kernel(
         tl.store(p_out + o_v, tl.zeros([BV], dtype=out.dtype.element_ty), mask=m_v)
         return
     dt = mixed_qkv.dtype.element_ty
+    p_h = ssm_states + slot * stride_s_n + i_hv * K * V + state_tile_offsets(o_k, o_v, K, V, STATE_VK)
+    m_h = state_tile_mask(m_k, m_v, STATE_VK)
+    b_h = tl.load(p_h, mask=m_h, other=0).to(tl.float32)
     p_x = mixed_qkv + i_b.to(tl.int64) * stride_x_b
-    p_c = conv_states + slot * stride_c_n
-    # conv outputs are rounded to the activation dtype, as the unfused path stores them
-    b_q = conv_channels(p_x, p_c, conv_weight, conv_bias, i_h * K + o_k, m_k, stride_c_l, W, L, BW,
-                        HAS_CONV_BIAS).to(dt).to(tl.float32)
-    b_k = conv_channels(p_x, p_c, conv_weight, conv_bias, (H + i_h) * K + o_k, m_k, stride_c_l, W, L, BW,
-                        HAS_CONV_BIAS).to(dt).to(tl.float32)
-    b_v = conv_channels(p_x, p_c, conv_weight, conv_bias, 2 * H * K + i_hv * V + o_v, m_v, stride_c_l, W, L, BW,
-                        HAS_CONV_BIAS).to(dt).to(tl.float32)
+    o_q, o_kk, o_vv = i_h * K + o_k, (H + i_h) * K + o_k, 2 * H * K + i_hv * V + o_v
+    if FUSE_CONV:
+        p_c = conv_states + slot * stride_c_n
+        s_q, x_q, b_q = conv_read(p_x, p_c, conv_weight, conv_bias, o_q, m_k, stride_c_l, W, L, BL, HAS_CONV_BIAS)
+        s_k, x_k, b_k = conv_read(p_x, p_c, conv_weight, conv_bias, o_kk, m_k, stride_c_l, W, L, BL, HAS_CONV_BIAS)
+        s_v, x_v, b_v = conv_read(p_x, p_c, conv_weight, conv_bias, o_vv, m_v, stride_c_l, W, L, BL, HAS_CONV_BIAS)
+        # conv outputs are rounded to the activation dtype, as the unfused path stores them
+        b_q, b_k, b_v = b_q.to(dt).to(tl.float32), b_k.to(dt).to(tl.float32), b_v.to(dt).to(tl.float32)
+        tl.debug_barrier()  # every thread has read the rows (the arrival below releases them)
+        conv_write_shifted(p_c, s_v, x_v, o_vv, m_v, stride_c_l, L, BL)  # this program's own channels
+        p_cnt = counters + i_b * H + i_h
+        if NV == 1:  # arrive now: the group's last program writes q, k's state while the others go on
+            if tl.atomic_add(p_cnt, 1, sem="acq_rel") == G - 1:
+                conv_write_shifted(p_c, s_q, x_q, o_q, m_k, stride_c_l, L, BL)
+                conv_write_shifted(p_c, s_k, x_k, o_kk, m_k, stride_c_l, L, BL)
+                tl.store(p_cnt, 0)
+    else:
+        b_q = tl.load(p_x + o_q, mask=m_k, other=0).to(tl.float32)
+        b_k = tl.load(p_x + o_kk, mask=m_k, other=0).to(tl.float32)
+        b_v = tl.load(p_x + o_vv, mask=m_v, other=0).to(tl.float32)
     b_q = l2norm_vec(b_q, USE_L2NORM) * scale
     b_k = l2norm_vec(b_k, USE_L2NORM)
     b_g = softplus_gate(tl.load(a + i_b * stride_a_b + i_hv), tl.load(A_log + i_hv), tl.load(dt_bias + i_hv))
     b_beta = tl.sigmoid(tl.load(b + i_b * stride_b_b + i_hv).to(tl.float32))
-    p_h = ssm_states + slot * stride_s_n + i_hv * K * V + state_offsets(o_k, o_v, K, V, STATE_VK)
-    m_h = m_k[:, None] & m_v[None, :]
-    b_h = tl.load(p_h, mask=m_h, other=0).to(tl.float32)
-    b_h, b_o = gated_delta_rule_step(b_h, b_q, b_k, b_v, b_g, b_beta)
+    b_h, b_o = gated_delta_rule_step(b_h, b_q, b_k, b_v, b_g, b_beta, STATE_VK)
     tl.store(p_h, b_h.to(ssm_states.dtype.element_ty), mask=m_h)
-    tl.store(p_out + o_v, b_o.to(out.dtype.element_ty), mask=m_v)
-
-    p_cnt = counters + i_b * H + i_h
-    tl.debug_barrier()  # all threads' stores precede the release of the arrival
-    if tl.atomic_add(p_cnt, 1, sem="acq_rel") == G * NV - 1:
-        o_kk = tl.arange(0, BK)
-        conv_state_shift(p_x, p_c, i_h * K + o_kk, o_kk < K, stride_c_l, L, BL)
-        conv_state_shift(p_x, p_c, (H + i_h) * K + o_kk, o_kk < K, stride_c_l, L, BL)
-        o_f = tl.arange(0, BVF)
-        m_f = o_f < V
-        b_nw = tl.load(norm_weight + o_f, mask=m_f, other=0).to(tl.float32)
-        for j in tl.static_range(G):
-            j_hv = i_h * G + j
-            conv_state_shift(p_x, p_c, 2 * H * K + j_hv * V + o_f, m_f, stride_c_l, L, BL)
-            p_oj = out + i_b.to(tl.int64) * (HV * V) + j_hv * V + o_f
-            b_oj = tl.load(p_oj, mask=m_f, other=0, cache_modifier=".cg").to(tl.float32)
-            b_z = tl.load(z + i_b * stride_z_b + j_hv * stride_z_h + o_f, mask=m_f, other=0).to(tl.float32)
-            b_y = gated_rms_norm_apply(b_oj[None, :], b_z[None, :], b_nw, eps, V, dt, ROUND_PRODUCT)
-            tl.store(p_oj[None, :], b_y.to(out.dtype.element_ty), mask=m_f[None, :])
-        tl.store(p_cnt, 0)
+    if NV == 1:
+        b_z = tl.load(z + i_b * stride_z_b + i_hv * stride_z_h + o_v, mask=m_v, other=0).to(tl.float32)
+        b_nw = tl.load(norm_weight + o_v, mask=m_v, other=0).to(tl.float32)
+        b_y = gated_rms_norm_apply(b_o[None, :], b_z[None, :], b_nw, eps, V, dt, ROUND_PRODUCT)
+        tl.store((p_out + o_v)[None, :], b_y.to(out.dtype.element_ty), mask=m_v[None, :])
+    else:
+        tl.store(p_out + o_v, b_o.to(out.dtype.element_ty), mask=m_v)
+    if FUSE_CONV and NV > 1:  # arrive last: the group's last program shifts q, k and normalises the group's heads
+        tl.debug_barrier()  # all threads' stores precede the release of the arrival
+        if tl.atomic_add(p_cnt, 1, sem="acq_rel") == G * NV - 1:
+            conv_write_shifted(p_c, s_q, x_q, o_q, m_k, stride_c_l, L, BL)
+            conv_write_shifted(p_c, s_k, x_k, o_kk, m_k, stride_c_l, L, BL)
+            o_f = tl.arange(0, BVF)
+            m_f = o_f < V
+            b_nw = tl.load(norm_weight + o_f, mask=m_f, other=0).to(tl.float32)
+            for j in tl.static_range(G):
+                j_hv = i_h * G + j
+                p_oj = out + i_b.to(tl.int64) * (HV * V) + j_hv * V + o_f
+                b_oj = tl.load(p_oj, mask=m_f, other=0, cache_modifier=".cg").to(tl.float32)
+                b_z = tl.load(z + i_b * stride_z_b + j_hv * stride_z_h + o_f, mask=m_f, other=0).to(tl.float32)
+                b_y = gated_rms_norm_apply(b_oj[None, :], b_z[None, :], b_nw, eps, V, dt, ROUND_PRODUCT)
+                tl.store(p_oj[None, :], b_y.to(out.dtype.element_ty), mask=m_f[None, :])
+            tl.store(p_cnt, 0)
 
 
 _COUNTERS: dict = {}
@@ -126,37 +138,39 @@ def arrival_counters(n: int, device: torch.device) -> torch.Tensor:
     return c
 
 
-def gdn_decode_triton(mixed_qkv, z, a, b, conv_weight, conv_bias, conv_states, A_log, dt_bias, norm_weight,
-                      norm_eps, scale, ssm_states, state_indices, use_qk_l2norm):
-    """Triton gdn_decode (see ops.py): the one-launch kernel for small batches, the four kernels of the base ops for
-    large ones, where on the H200 they are faster (kernels/benchmarks/RESULTS_H200.md: the one-launch kernel's
-    group-serial tail costs more than three extra launches once B * HV >= COMPOSED_MIN_HEADS)."""
-    HV = ssm_states.shape[1]
-    fn = gdn_decode_composed_triton if mixed_qkv.shape[0] * HV >= COMPOSED_MIN_HEADS else gdn_decode_fused_triton
-    return fn(mixed_qkv, z, a, b, conv_weight, conv_bias, conv_states, A_log, dt_bias, norm_weight, norm_eps, scale,
-              ssm_states, state_indices, use_qk_l2norm)
+def decode_plan(n_heads: int, state_dtype: torch.dtype) -> tuple[bool, int, int]:
+    """(fuse the conv, BV, num_warps) of gdn_decode for n_heads = B * HV state slices laid out [V, K]: measured on
+    the H200 (kernels/benchmarks/RESULTS_H200.md)."""
+    if n_heads < COMPOSED_MIN_HEADS:
+        return True, 32, 2
+    return False, 32, 1
 
 
 COMPOSED_MIN_HEADS = 1024
 
 
-def gdn_decode_composed_triton(mixed_qkv, z, a, b, conv_weight, conv_bias, conv_states, A_log, dt_bias, norm_weight,
-                               norm_eps, scale, ssm_states, state_indices, use_qk_l2norm):
-    """gdn_decode as four launches: conv update, gating, one recurrence step, gated RMSNorm."""
-    B = mixed_qkv.shape[0]
-    HV, K, V = ssm_states.shape[1:]
-    H = (mixed_qkv.shape[1] - HV * V) // (2 * K)
-    x = causal_conv1d_update_triton(mixed_qkv, conv_weight, conv_bias, conv_states, state_indices, True)  # [B, D]
-    g, beta = gdn_gating_triton(A_log, a, b, dt_bias)
-    o = fused_recurrent_gated_delta_rule_triton(x[:, :H * K].view(B, H, K), x[:, H * K:2 * H * K].view(B, H, K),
-                                                x[:, 2 * H * K:].view(B, HV, V), g, beta, scale, ssm_states,
-                                                state_indices, use_qk_l2norm)
-    return gated_rms_norm_triton(o, z, norm_weight, norm_eps)
+def gdn_decode_triton(mixed_qkv, z, a, b, conv_weight, conv_bias, conv_states, A_log, dt_bias, norm_weight,
+                      norm_eps, scale, ssm_states, state_indices, use_qk_l2norm):
+    """Triton gdn_decode (see ops.py), launched as decode_plan says."""
+    fuse_conv, BV, num_warps = decode_plan(mixed_qkv.shape[0] * ssm_states.shape[1], ssm_states.dtype)
+    if not state_is_vk(ssm_states):
+        BV = num_warps = None  # value_blocks' choice for [K, V] states
+    return gdn_decode_launch(mixed_qkv, z, a, b, conv_weight, conv_bias, conv_states, A_log, dt_bias, norm_weight,
+                             norm_eps, scale, ssm_states, state_indices, use_qk_l2norm, fuse_conv, BV, num_warps)
 
 
-def gdn_decode_fused_triton(mixed_qkv, z, a, b, conv_weight, conv_bias, conv_states, A_log, dt_bias, norm_weight,
-                            norm_eps, scale, ssm_states, state_indices, use_qk_l2norm, BV=None, num_warps=None):
-    """gdn_decode in one launch. Returns out: [B, HV, V]."""
+def gdn_decode_fused_triton(*args, BV=None, num_warps=None, **kwargs):
+    """gdn_decode in one launch (the conv fused). Returns out: [B, HV, V]."""
+    return gdn_decode_launch(*args, **kwargs, fuse_conv=True, BV=BV, num_warps=num_warps)
+
+
+def gdn_decode_composed_triton(*args, BV=None, num_warps=None, **kwargs):
+    """gdn_decode as the conv update, then the rest in one launch (and the norm in a third where BV < V)."""
+    return gdn_decode_launch(*args, **kwargs, fuse_conv=False, BV=BV, num_warps=num_warps)
+
+
+def gdn_decode_launch(mixed_qkv, z, a, b, conv_weight, conv_bias, conv_states, A_log, dt_bias, norm_weight,
+                      norm_eps, scale, ssm_states, state_indices, use_qk_l2norm, fuse_conv, BV=None, num_warps=None):
     B, D = mixed_qkv.shape
     HV, K, V = ssm_states.shape[1:]
     H = (D - HV * V) // (2 * K)
@@ -175,18 +189,22 @@ def gdn_decode_fused_triton(mixed_qkv, z, a, b, conv_weight, conv_bias, conv_sta
     out = torch.empty(B, HV, V, dtype=mixed_qkv.dtype, device=mixed_qkv.device)
     if B == 0:
         return out
-    if state_vk and num_warps is None:
-        num_warps = 2  # the one-launch kernel at BV = 32: 10-12% faster with 2 warps than 1 on the H200
+    x = mixed_qkv
+    if not fuse_conv:
+        x = causal_conv1d_update_triton(mixed_qkv, conv_weight, conv_bias, conv_states, state_indices, True)
     BV, num_warps = value_blocks(B * HV, V, BV, num_warps, state_vk)
+    NV = triton.cdiv(V, BV)
     round_product = torch.promote_types(norm_weight.dtype, mixed_qkv.dtype) != torch.float32
-    gdn_decode_kernel[(B * HV, triton.cdiv(V, BV))](
-        mixed_qkv, z, a, b, conv_weight, conv_bias, conv_states, A_log, dt_bias, norm_weight, ssm_states,
+    gdn_decode_kernel[(B * HV * NV,)](
+        x, z, a, b, conv_weight, conv_bias, conv_states, A_log, dt_bias, norm_weight, ssm_states,
         state_indices, out, arrival_counters(B * H, out.device), scale, norm_eps,
-        mixed_qkv.stride(0), z.stride(0), z.stride(1), a.stride(0), b.stride(0), conv_states.stride(0),
+        x.stride(0), z.stride(0), z.stride(1), a.stride(0), b.stride(0), conv_states.stride(0),
         conv_states.stride(1), ssm_states.stride(0),
         H=H, HV=HV, K=K, V=V, BK=triton.next_power_of_2(K), BV=BV, BVF=triton.next_power_of_2(V),
-        W=W, L=L, BW=triton.next_power_of_2(W), BL=triton.next_power_of_2(L),
+        W=W, L=L, BL=triton.next_power_of_2(L), FUSE_CONV=fuse_conv,
         HAS_CONV_BIAS=conv_bias is not None, USE_L2NORM=use_qk_l2norm, ROUND_PRODUCT=round_product,
         STATE_VK=state_vk, num_warps=num_warps,
     )
+    if not fuse_conv and NV > 1:
+        out = gated_rms_norm_triton(out, z, norm_weight, norm_eps)
     return out

@@ -3,7 +3,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..utils.triton import gated_delta_rule_step, l2norm_vec, state_is_vk, state_offsets, value_blocks
+from ..utils.triton import (gated_delta_rule_step, head_block_of_program, l2norm_vec, state_is_vk, state_tile_mask,
+                            state_tile_offsets, value_blocks)
 
 
 @triton.jit
@@ -13,7 +14,7 @@ def fused_recurrent_gated_delta_rule_fwd_kernel(
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_L2NORM: tl.constexpr, STATE_VK: tl.constexpr,
 ):
-    i_bh, i_v = tl.program_id(0), tl.program_id(1)
+    i_bh, i_v = head_block_of_program((V + BV - 1) // BV)
     i_b, i_hv = i_bh // HV, i_bh % HV
     i_h = i_hv // (HV // H)
     o_k = tl.arange(0, BK)
@@ -25,15 +26,15 @@ def fused_recurrent_gated_delta_rule_fwd_kernel(
     if slot < 0:
         tl.store(p_o, tl.zeros([BV], dtype=o.dtype.element_ty), mask=m_v)
         return
-    p_h = ssm_states + slot * stride_s_n + i_hv * K * V + state_offsets(o_k, o_v, K, V, STATE_VK)
-    m_h = m_k[:, None] & m_v[None, :]
+    p_h = ssm_states + slot * stride_s_n + i_hv * K * V + state_tile_offsets(o_k, o_v, K, V, STATE_VK)
+    m_h = state_tile_mask(m_k, m_v, STATE_VK)
     b_h = tl.load(p_h, mask=m_h, other=0).to(tl.float32)
     b_q = l2norm_vec(tl.load(q + i_b * stride_q_b + i_h * K + o_k, mask=m_k, other=0).to(tl.float32), USE_L2NORM)
     b_k = l2norm_vec(tl.load(k + i_b * stride_k_b + i_h * K + o_k, mask=m_k, other=0).to(tl.float32), USE_L2NORM)
     b_v = tl.load(v + i_b * stride_v_b + i_hv * V + o_v, mask=m_v, other=0).to(tl.float32)
     b_g = tl.load(g + i_b * stride_g_b + i_hv)
     b_beta = tl.load(beta + i_b * stride_b_b + i_hv)
-    b_h, b_o = gated_delta_rule_step(b_h, b_q * scale, b_k, b_v, b_g, b_beta)
+    b_h, b_o = gated_delta_rule_step(b_h, b_q * scale, b_k, b_v, b_g, b_beta, STATE_VK)
     tl.store(p_o, b_o.to(o.dtype.element_ty), mask=m_v)
     tl.store(p_h, b_h.to(ssm_states.dtype.element_ty), mask=m_h)
 
@@ -55,7 +56,7 @@ def fused_recurrent_gated_delta_rule_triton(q, k, v, g, beta, scale, ssm_states,
         return o
     BK = triton.next_power_of_2(K)
     BV, num_warps = value_blocks(B * HV, V, BV, num_warps, state_vk)
-    fused_recurrent_gated_delta_rule_fwd_kernel[(B * HV, triton.cdiv(V, BV))](
+    fused_recurrent_gated_delta_rule_fwd_kernel[(B * HV * triton.cdiv(V, BV),)](
         q, k, v, g, beta, o, ssm_states, state_indices, scale,
         q.stride(0), k.stride(0), v.stride(0), g.stride(0), beta.stride(0), ssm_states.stride(0),
         H=H, HV=HV, K=K, V=V, BK=BK, BV=BV, USE_L2NORM=use_qk_l2norm, STATE_VK=state_vk,

@@ -3,14 +3,15 @@ token written to its own slot.
 
 The scheme (see ops.py): sequence n starts from the state in slot state_indices[n, a - 1] (a = num_accepted[n])
 and writes its state after token i to slot state_indices[n, i]. One program per (sequence, value head, V block of
-BV) keeps its [K, BV] slice of the state in registers over the Q tokens; the slices are disjoint, and the slice of
+BV) keeps its slice of the state (BV rows of V) in registers over the Q tokens; the slices are disjoint, and the slice of
 the slot read first is overwritten (if at all) by the same program, after the read.
 """
 import torch
 import triton
 import triton.language as tl
 
-from ..utils.triton import gated_delta_rule_step, l2norm_vec, state_is_vk, state_offsets, value_blocks
+from ..utils.triton import (gated_delta_rule_step, head_block_of_program, l2norm_vec, state_is_vk, state_tile_mask,
+                            state_tile_offsets, value_blocks)
 
 
 @triton.jit
@@ -20,14 +21,14 @@ def recurrent_gated_delta_rule_verify_kernel(
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_L2NORM: tl.constexpr, STATE_VK: tl.constexpr,
 ):
-    i_nh, i_v = tl.program_id(0), tl.program_id(1)
+    i_nh, i_v = head_block_of_program((V + BV - 1) // BV)
     i_n, i_hv = i_nh // HV, i_nh % HV
     i_h = i_hv // (HV // H)
     o_k = tl.arange(0, BK)
     o_v = i_v * BV + tl.arange(0, BV)
     m_k = o_k < K
     m_v = o_v < V
-    m_h = m_k[:, None] & m_v[None, :]
+    m_h = state_tile_mask(m_k, m_v, STATE_VK)
     bos = tl.load(cu_seqlens + i_n).to(tl.int64)
     eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
     p_o = o + bos * (HV * V) + i_hv * V + o_v  # token bos; token bos + i at + i * HV * V
@@ -36,13 +37,12 @@ def recurrent_gated_delta_rule_verify_kernel(
         for i in range(0, eos - bos):
             tl.store(p_o + i * (HV * V), tl.zeros([BV], dtype=o.dtype.element_ty), mask=m_v)
         return
-    p_hv = ssm_states + i_hv * K * V + state_offsets(o_k, o_v, K, V, STATE_VK)  # the slice in slot 0
+    p_hv = ssm_states + i_hv * K * V + state_tile_offsets(o_k, o_v, K, V, STATE_VK)  # the slice in slot 0
     # The initial state: column a - 1. A column outside [0, C) or a -1 there (outside the contract) starts from zeros.
     i_c = tl.load(num_accepted + i_n) - 1
     r_slot = tl.load(p_slots + i_c, mask=(i_c >= 0) & (i_c < C), other=-1).to(tl.int64)
-    b_h = tl.zeros([BK, BV], dtype=tl.float32)
-    if r_slot >= 0:
-        b_h = tl.load(p_hv + r_slot * stride_s_n, mask=m_h, other=0).to(tl.float32)  # [BK, BV]
+    b_h = tl.load(p_hv + tl.maximum(r_slot, 0) * stride_s_n, mask=m_h, other=0).to(tl.float32)
+    b_h = tl.where(r_slot >= 0, b_h, 0.0)
     for i in range(0, eos - bos):
         t = bos + i
         b_q = tl.load(q + t * stride_q_t + i_h * K + o_k, mask=m_k, other=0).to(tl.float32)
@@ -51,7 +51,7 @@ def recurrent_gated_delta_rule_verify_kernel(
         b_g = tl.load(g + t * stride_g_t + i_hv)
         b_beta = tl.load(beta + t * stride_b_t + i_hv)
         b_h, b_o = gated_delta_rule_step(b_h, l2norm_vec(b_q, USE_L2NORM) * scale, l2norm_vec(b_k, USE_L2NORM), b_v,
-                                         b_g, b_beta)
+                                         b_g, b_beta, STATE_VK)
         tl.store(p_o + i * (HV * V), b_o.to(o.dtype.element_ty), mask=m_v)
         w_slot = tl.load(p_slots + i, mask=i < C, other=-1).to(tl.int64)  # -1 (or a column past C): no write
         if w_slot >= 0:
@@ -86,7 +86,7 @@ def recurrent_gated_delta_rule_verify_triton(q, k, v, g, beta, scale, ssm_states
     if BV is None and state_vk and ssm_states.element_size() == 2:
         BV = 16  # 16-bit states: 1.1-1.2x faster than 32 rows on the H200 (RESULTS_H200.md)
     BV, num_warps = value_blocks(N * HV, V, BV, num_warps, state_vk)
-    recurrent_gated_delta_rule_verify_kernel[(N * HV, triton.cdiv(V, BV))](
+    recurrent_gated_delta_rule_verify_kernel[(N * HV * triton.cdiv(V, BV),)](
         q, k, v, g, beta, o, ssm_states, cu_seqlens, state_indices, num_accepted, scale,
         C, q.stride(0), k.stride(0), v.stride(0), g.stride(0), beta.stride(0), ssm_states.stride(0),
         state_indices.stride(0),

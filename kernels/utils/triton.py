@@ -61,12 +61,19 @@ def l2norm_vec(b_x, USE_L2NORM: tl.constexpr):
 
 
 @triton.jit
-def gated_delta_rule_step(b_h, b_q, b_k, b_v, b_g, b_beta):
-    """One step on a [K, BV] fp32 state slice: returns (new state, o [BV])."""
+def gated_delta_rule_step(b_h, b_q, b_k, b_v, b_g, b_beta, STATE_VK: tl.constexpr):
+    """One step on an fp32 state tile in memory order (state_tile_offsets): [BV, BK] with STATE_VK, else [BK, BV].
+    Returns (new state tile, o [BV])."""
     b_h = b_h * tl.exp(b_g)
-    b_v = b_beta * (b_v - tl.sum(b_h * b_k[:, None], 0))
-    b_h = b_h + b_k[:, None] * b_v[None, :]
-    return b_h, tl.sum(b_h * b_q[:, None], 0)
+    if STATE_VK:
+        b_v = b_beta * (b_v - tl.sum(b_h * b_k[None, :], 1))
+        b_h = b_h + b_v[:, None] * b_k[None, :]
+        b_o = tl.sum(b_h * b_q[None, :], 1)
+    else:
+        b_v = b_beta * (b_v - tl.sum(b_h * b_k[:, None], 0))
+        b_h = b_h + b_k[:, None] * b_v[None, :]
+        b_o = tl.sum(b_h * b_q[:, None], 0)
+    return b_h, b_o
 
 
 def value_blocks(n_heads: int, V: int, BV=None, num_warps=None, state_vk: bool = False):
@@ -89,6 +96,31 @@ def state_offsets(o_k, o_v, K: tl.constexpr, V: tl.constexpr, STATE_VK: tl.const
     if STATE_VK:
         return o_v[None, :] * K + o_k[:, None]
     return o_k[:, None] * V + o_v[None, :]
+
+
+@triton.jit
+def state_tile_offsets(o_k, o_v, K: tl.constexpr, V: tl.constexpr, STATE_VK: tl.constexpr):
+    """Offsets of one head's state slice as a tile in memory order, the contiguous dimension last: [BV, BK] for
+    memory laid out [V, K] (STATE_VK), else [BK, BV]. The recurrent kernels keep their tiles so."""
+    if STATE_VK:
+        return o_v[:, None] * K + o_k[None, :]
+    return o_k[:, None] * V + o_v[None, :]
+
+
+@triton.jit
+def state_tile_mask(m_k, m_v, STATE_VK: tl.constexpr):
+    """The mask of a state_tile_offsets tile."""
+    if STATE_VK:
+        return m_v[:, None] & m_k[None, :]
+    return m_k[:, None] & m_v[None, :]
+
+
+@triton.jit
+def head_block_of_program(NV: tl.constexpr):
+    """(i_bh, i_v) of a flat grid of B * HV * NV programs, the NV value blocks of a head adjacent (they read
+    adjacent memory: one head's state is contiguous)."""
+    i_p = tl.program_id(0)
+    return i_p // NV, i_p % NV
 
 
 def state_is_vk(ssm_states) -> bool:

@@ -3,7 +3,7 @@ CPU op in detail, then the same checks on every device (CPU, Triton interpreted,
 import pytest
 import torch
 import torch.nn.functional as F
-from utils import (QWEN_D, LENS, assert_opcheck, assert_untouched, check_causal_conv1d_fwd,
+from utils import (QWEN_D, LENS, assert_opcheck, assert_untouched, check_causal_conv1d_fwd, triton_devices,
                    check_causal_conv1d_update, check_causal_conv1d_verify, conv_inputs, cu_seqlens, dtype_id, i32,
                    on_devices, opcheck_params, rel_rms)
 
@@ -253,6 +253,15 @@ FWD_QWEN = {
 @pytest.mark.parametrize(("device", "case"), on_devices("causal_conv1d_fwd", FWD_SMALL, FWD_QWEN))
 def test_causal_conv1d_fwd_devices(run, device, case):
     run(check_causal_conv1d_fwd, device, **case)
+
+
+@pytest.mark.parametrize("launch", [dict(rows=True, BT=16, BD=64), dict(rows=False, BT=16, BD=64)],
+                         ids=["rows", "tile"])
+@pytest.mark.parametrize("device", triton_devices("causal_conv1d_fwd"))
+def test_causal_conv1d_fwd_kernels(run, device, launch):
+    """Both Triton conv prefill kernels at small blocks: chunks of 16 tokens across sequences of 1 to 65 tokens and
+    channel blocks with a partial last one."""
+    run(check_causal_conv1d_fwd, device, [1, 15, 16, 17, 65, 2], 136, **launch)
 
 
 UPDATE_SMALL = {

@@ -1,6 +1,8 @@
 """The recurrent-state ops on states laid out [HV, V, K] (the CUDA cache layout, vllm_qwen3next/layers/state.py)
 through the transposed view they take, against the CPU op on the same values laid out [HV, K, V]: our Triton kernels
 (interpreted, and on CUDA with each backend), the fla backend included."""
+import functools
+
 import pytest
 import torch
 from utils import check_state_layout, devices
@@ -28,9 +30,11 @@ def test_state_layout(run, device, op, case):
     run(check_state_layout, device, op, **case)
 
 
+@pytest.mark.parametrize("BV", [None, 128], ids=["BV_default", "BV_V"])
 @pytest.mark.parametrize("impl", [gdn_decode_fused_triton, gdn_decode_composed_triton], ids=["one_launch", "composed"])
 @pytest.mark.parametrize("device", [p for p in devices("gdn_decode", cpu=False) if p.values[0] != "cuda:fla"])
-def test_gdn_decode_both_paths_state_layout(run, device, impl):
-    """Both Triton paths of gdn_decode (gdn_decode_triton picks one by B * HV) on the [V, K] layout."""
-    run(check_state_layout, device, "gdn_decode", **(SMALL if device == "interpret" else QWEN | dict(B=1)),
-        impl=impl)
+def test_gdn_decode_both_paths_state_layout(run, device, impl, BV):
+    """Both Triton paths of gdn_decode (decode_plan picks one by B * HV) on the [V, K] layout, over several value
+    blocks per head (the norm after the group's last program, or a third launch) and over one (the norm in place)."""
+    sizes = SMALL if device == "interpret" else QWEN | dict(B=1)
+    run(check_state_layout, device, "gdn_decode", **sizes, impl=functools.partial(impl, BV=BV and sizes["V"]))

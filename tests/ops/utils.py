@@ -320,14 +320,20 @@ def conv_rows(T, width, D, W, L, S, dtype, state_dtype, bias, gen):
 
 
 def check_causal_conv1d_fwd(device, lens, D, L=3, dtype=torch.float32, state_dtype=torch.float32, bias=True,
-                            silu=True, seed=0):
+                            silu=True, seed=0, **launch):
+    """launch: run our Triton launcher with these arguments (rows, BT, BD; interpret or cuda:triton) instead of
+    the op."""
     gen = torch.Generator().manual_seed(seed)
     N, T, W = len(lens), sum(lens), 4
     S = N + 3
     x_rows, weight, b, states0 = conv_rows(T, D + 16, D, W, L, S, dtype, state_dtype, bias, gen)
     cu, idx, has_init = prefill_slots(lens, states0, gen)
+    impl = None
+    if launch:
+        from qwen3next_kernels.conv.triton import causal_conv1d_fwd_triton
+        impl = functools.partial(causal_conv1d_fwd_triton, **launch)
     check_conv_varlen("causal_conv1d_fwd", naive_causal_conv1d_fwd, device, x_rows, weight, b, states0, cu, idx,
-                      has_init, dtype, state_dtype, silu)
+                      has_init, dtype, state_dtype, silu, impl)
 
 
 def check_causal_conv1d_update(device, B, D, L=3, dtype=torch.float32, state_dtype=torch.float32, bias=True,
@@ -366,13 +372,15 @@ def check_causal_conv1d_verify(device, N, k, D, dtype=torch.float32, state_dtype
                       idx, accepted, dtype, state_dtype, silu)
 
 
-def check_conv_varlen(op, naive, device, x_rows, weight, b, states0, cu, idx, per_seq, dtype, state_dtype, silu):
+def check_conv_varlen(op, naive, device, x_rows, weight, b, states0, cu, idx, per_seq, dtype, state_dtype, silu,
+                      impl=None):
     """Runs the varlen conv op on x = x_rows[:, 8:8 + D] against its naive reference; per_seq is has_initial_state
     (causal_conv1d_fwd) or num_accepted (causal_conv1d_verify)."""
     T, D = x_rows.shape[0], weight.shape[0]
     ref_states = states0.clone()
     ref = naive(x_rows[:, 8:8 + D], weight, b, ref_states, cu, idx, per_seq, silu)
     with op_on(op, device) as (fn, dev):
+        fn = impl or fn
         states = states0.to(dev)
         out = fn(x_rows.to(dev)[:, 8:8 + D], weight.to(dev), None if b is None else b.to(dev), states, cu.to(dev),
                  idx.to(dev), per_seq.to(dev), silu)
