@@ -367,6 +367,17 @@ def conv_cases(anc, bw, rows, log):
         rows.append(row)
         log(f"conv {row.case}: " + "; ".join(row.checks) + " | "
             + ", ".join(f"{n} {t * 1e3:.1f} us" for n, t in row.times.items()))
+    # the same T over more sequences (and without initial states): what the sequence count costs
+    T = 128 if SMOKE else 32768
+    for N, init in ((1, True), (4, False)) if SMOKE else ((1, True), (8, True), (64, False), (64, True), (256, True)):
+        x = torch.randn(T, D, device=DEV, dtype=BF16)
+        w = (0.5 * torch.randn(D, W, device=DEV)).to(BF16)
+        cs = torch.randn(N + 8, L, D, device=DEV).to(BF16)
+        cu = torch.arange(0, T + 1, T // N, dtype=torch.int32, device=DEV)
+        idx, hi = slots(N, N + 8, gen), torch.full((N,), init, dtype=torch.bool, device=DEV)
+        row = Row("conv (count)", f"{N}x{T // N}, {'' if init else 'no '}initial states", "-", 2 * T * D * 2)
+        row.times["ours default"] = ms(lambda: causal_conv1d_fwd_triton(x, w, None, cs, cu, idx, hi, True))
+        rows.append(row)
     # the verification conv, B = 64, k = 2 (3 tokens per sequence against a state of W - 1 + 2 rows)
     B, Q = (4, 3) if SMOKE else (64, 3)
     L = W - 1 + Q - 1

@@ -228,7 +228,7 @@ def causal_conv1d_fwd_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.
 
 # The conv prefill kernel by default, and each kernel's (BT, BD, num_warps): measured on the H200 (RESULTS_H200.md)
 CONV_FWD_ROWS = True
-CONV_FWD_BLOCKS = {"rows": (32, 256, 2), "tile": (64, 128, 4)}
+CONV_FWD_BLOCKS = {"rows": (16, 256, 2), "tile": (64, 128, 4)}
 
 
 def causal_conv1d_update_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,

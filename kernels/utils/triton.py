@@ -103,16 +103,20 @@ def state_tile_offsets(o_k, o_v, K: tl.constexpr, V: tl.constexpr, STATE_VK: tl.
     """Offsets of one head's state slice as a tile in memory order, the contiguous dimension last: [BV, BK] for
     memory laid out [V, K] (STATE_VK), else [BK, BV]. The recurrent kernels keep their tiles so."""
     if STATE_VK:
-        return o_v[:, None] * K + o_k[None, :]
-    return o_k[:, None] * V + o_v[None, :]
+        offsets = o_v[:, None] * K + o_k[None, :]
+    else:
+        offsets = o_k[:, None] * V + o_v[None, :]
+    return offsets
 
 
 @triton.jit
 def state_tile_mask(m_k, m_v, STATE_VK: tl.constexpr):
     """The mask of a state_tile_offsets tile."""
     if STATE_VK:
-        return m_v[:, None] & m_k[None, :]
-    return m_k[:, None] & m_v[None, :]
+        mask = m_v[:, None] & m_k[None, :]
+    else:
+        mask = m_k[:, None] & m_v[None, :]
+    return mask
 
 
 @triton.jit
