@@ -6,7 +6,8 @@ and engine settings cannot leak between configurations. Usage:
     python tests/engine_runner.py SPEC.json OUT.json
 
 SPEC: {"llm": {LLM kwargs}, "prompts": [[token ids], ...], "max_tokens": 32, "env": {...},
-       optional "replay_outputs", "sampling", "bad_prompts", "extra_passes", "apply" (see _main),
+       optional "prompt_logprobs" (k > 0: also each prompt position's top token, "prompt_argmax"),
+       "replay_outputs", "sampling", "bad_prompts", "extra_passes", "apply" (see _main),
        or "sessions" instead of "prompts": multi-turn greedy sessions in one engine (run_sessions)}.
 OUT: per prompt the prompt-token log-probs, greedy output ids and their log-probs,
 plus the classes that ran, metrics and engine timings.
@@ -66,7 +67,7 @@ def _main(spec_path: str, out_path: str) -> None:
             max_tokens=spec.get("max_tokens", 32),
             ignore_eos=True,
             logprobs=0,
-            prompt_logprobs=0,
+            prompt_logprobs=spec.get("prompt_logprobs", 0),
         )
     else:  # one seed per request, so identical prompts give independent samples
         params = [
@@ -106,6 +107,10 @@ def _main(spec_path: str, out_path: str) -> None:
                 ],
             }
         )
+        if spec.get("prompt_logprobs"):  # the engine's top token at every prompt position
+            results[-1]["prompt_argmax"] = [None] + [
+                next(t for t, lp in entry.items() if lp.rank == 1) for entry in out.prompt_logprobs[1:]
+            ]
     if spec.get("replay_outputs"):
         # Prefill prompt + greedy output in one pass: its prompt log-probs over the
         # output positions must equal the decode-time log-probs.
