@@ -41,8 +41,7 @@ from qwen3next_kernels.conv.triton import causal_conv1d_fwd_triton, causal_conv1
 from qwen3next_kernels.gated_delta_rule.fla_chunk import chunk_gated_delta_rule_fla
 from qwen3next_kernels.gated_delta_rule.triton_chunk import chunk_gated_delta_rule_fwd_triton
 from qwen3next_kernels.conv.triton import causal_conv1d_update_triton
-from qwen3next_kernels.gated_delta_rule.triton_decode import (gdn_decode_composed_triton, gdn_decode_fused_triton,
-                                                              gdn_decode_triton)
+from qwen3next_kernels.gated_delta_rule.triton_decode import gdn_decode_triton
 from qwen3next_kernels.gating.triton import gdn_gating_triton
 from qwen3next_kernels.gated_delta_rule.triton_fused_recurrent import fused_recurrent_gated_delta_rule_triton
 from qwen3next_kernels.gated_delta_rule.triton_verify import recurrent_gated_delta_rule_verify_triton
@@ -233,16 +232,15 @@ def decode_cases(anc, bw, rows, log):
             il = x["state_indices"].long()
             row.checks.append(f"out {rel(out, ref):.1e} h {rel(x['ssm_states'][il], cpu['ssm_states'][il.cpu()]):.1e}"
                               f" conv {rel(x['conv_states'][il], cpu['conv_states'][il.cpu()]):.1e}")
-            for name, fn, BV, nw in DECODE_VARIANTS:
-                if fn is not gdn_decode_triton:  # each variant checked too
+            for BV, nw in DECODE_BLOCKS:
+                name = "default" if BV is None else f"BV={BV} w={nw}"
+                if BV is not None:  # each variant checked too
                     cpu_v = to_cpu(x)
                     cpu_v["ssm_states"] = cpu_v["ssm_states"].contiguous()
                     x_v = x | {"ssm_states": x["ssm_states"].clone(), "conv_states": x["conv_states"].clone()}
-                    ref_v = ops.gdn_decode(**cpu_v)
-                    out_v = fn(**x_v, BV=BV, num_warps=nw)
-                    row.checks.append(f"{name} {rel(out_v, ref_v):.1e}")
-                kw = {} if fn is gdn_decode_triton else dict(BV=BV, num_warps=nw)
-                row.times[f"ours {name}"] = graph_ms([lambda i=i: fn(**(x | {"state_indices": i}), **kw) for i in sets])
+                    row.checks.append(f"{name} {rel(gdn_decode_triton(**x_v, BV=BV, num_warps=nw), ops.gdn_decode(**cpu_v)):.1e}")
+                row.times[f"ours {name}"] = graph_ms([lambda i=i: gdn_decode_triton(
+                    **(x | {"state_indices": i}), BV=BV, num_warps=nw) for i in sets])
             y0 = causal_conv1d_update_triton(x["mixed_qkv"], x["conv_weight"], None, x["conv_states"].clone(),
                                              x["state_indices"], True)
             g0, beta0 = gdn_gating_triton(x["A_log"], x["a"], x["b"], x["dt_bias"])
@@ -250,11 +248,13 @@ def decode_cases(anc, bw, rows, log):
                 lambda i=i: fused_recurrent_gated_delta_rule_triton(
                     y0[:, :H * K].view(B, H, K), y0[:, H * K:2 * H * K].view(B, H, K), y0[:, 2 * H * K:].view(B, HV, V),
                     g0, beta0, SCALE, x["ssm_states"], i, True, BV=32, num_warps=1) for i in sets])
-            row.times["part: our conv update"] = graph_ms([lambda i=i: causal_conv1d_update_triton(
-                x["mixed_qkv"], x["conv_weight"], None, x["conv_states"], i, True) for i in sets])
+            for BD, nw in CONV_UPDATE_BLOCKS:
+                row.times[f"part: our conv update BD={BD} w={nw}"] = graph_ms([lambda i=i: causal_conv1d_update_triton(
+                    x["mixed_qkv"], x["conv_weight"], None, x["conv_states"], i, True, BD=BD, num_warps=nw)
+                    for i in sets])
             o0 = torch.randn(B, HV, V, device=DEV, dtype=BF16)
             row.times["part: our gated norm"] = graph_ms([lambda: gated_rms_norm_triton(
-                o0, x["z"], x["norm_weight"], 1e-6)])
+                o0, x["z"], x["norm_weight"], 1e-6) for _ in sets])
             if anc.vllm_rec:
                 st_v = x["ssm_states"].transpose(-1, -2)  # the [S, HV, V, K] memory itself
                 out_v = torch.empty(B, 1, HV, V, device=DEV, dtype=BF16)
@@ -282,11 +282,8 @@ def decode_cases(anc, bw, rows, log):
 # The built-in's decode step is three launches: vLLM's conv update, its packed recurrence, fla's gated norm (its
 # layer_norm_fwd, which needs vLLM's JIT machinery to run: our gated norm launch stands in for it).
 BUILTIN_DECODE = "vLLM conv+recurrence+norm"
-DECODE_VARIANTS = [("default", gdn_decode_triton, None, None)] + [
-    (f"one launch BV={BV} w={nw}", gdn_decode_fused_triton, BV, nw)
-    for BV, nw in ((32, 1), (32, 2), (64, 2), (128, 4), (128, 8))] + [
-    (f"conv + one launch BV={BV} w={nw}", gdn_decode_composed_triton, BV, nw)
-    for BV, nw in ((32, 1), (64, 2), (128, 4), (128, 8))]
+DECODE_BLOCKS = [(None, None), (32, 1), (32, 2), (64, 2), (128, 4), (128, 8)]
+CONV_UPDATE_BLOCKS = [(256, 2), (256, 4), (128, 1), (512, 4), (1024, 4)]
 
 
 def verify_cases(anc, bw, rows, log):

@@ -143,39 +143,39 @@ def conv_write_final_state(x, p_state, bos, eos, state_lo, stride_x_t, stride_s_
 def causal_conv1d_update_kernel(
     x, weight, bias, conv_states, state_indices, out,
     D, stride_x_b, stride_s_n, stride_s_l,
-    W: tl.constexpr, L: tl.constexpr, BW: tl.constexpr, BL: tl.constexpr, BD: tl.constexpr,
+    W: tl.constexpr, L: tl.constexpr, BL: tl.constexpr, BD: tl.constexpr,
     HAS_BIAS: tl.constexpr, ACTIVATION_SILU: tl.constexpr,
 ):
-    i_b, i_d = tl.program_id(0), tl.program_id(1)
+    # One program per (sequence, block of BD channels), a sequence's channel blocks adjacent. The state rows are
+    # read once: the conv reads the last W - 1, the shifted state is written from all L.
+    ND = tl.cdiv(D, BD)
+    i_b, i_d = tl.program_id(0) // ND, tl.program_id(0) % ND
     o_d = i_d * BD + tl.arange(0, BD)
     m_d = o_d < D
+    p_out = out + i_b.to(tl.int64) * D + o_d
     slot = tl.load(state_indices + i_b).to(tl.int64)
     if slot < 0:
-        tl.store(out + i_b * D + o_d, tl.zeros([BD], dtype=out.dtype.element_ty), mask=m_d)
+        tl.store(p_out, tl.zeros([BD], dtype=out.dtype.element_ty), mask=m_d)
         return
     p_state = conv_states + slot * stride_s_n
-    b_x = tl.load(x + i_b * stride_x_b + o_d, mask=m_d, other=0).to(tl.float32)
-    # window row w: old state row L - (W - 1) + w, and the new input at w = W - 1
-    o_w = tl.arange(0, BW)
-    m_w = (o_w < W - 1)[:, None] & m_d[None, :]
-    b_win = tl.load(p_state + (L - (W - 1) + o_w)[:, None] * stride_s_l + o_d[None, :], mask=m_w, other=0)
-    b_win = tl.where((o_w == W - 1)[:, None], b_x[None, :], b_win.to(tl.float32))
-    b_w = tl.load(weight + o_d[None, :] * W + o_w[:, None], mask=(o_w < W)[:, None] & m_d[None, :], other=0)
-    b_y = tl.sum(b_win * b_w.to(tl.float32), 0)  # [BD]
-    # new state row r: old row r + 1, and the new input at r = L - 1
     o_l = tl.arange(0, BL)
     m_l = o_l < L
-    b_shift = tl.load(p_state + (o_l + 1)[:, None] * stride_s_l + o_d[None, :],
-                      mask=(o_l + 1 < L)[:, None] & m_d[None, :], other=0)
-    b_shift = tl.where((o_l == L - 1)[:, None], b_x[None, :], b_shift.to(tl.float32))
+    b_s = tl.load(p_state + o_l[:, None] * stride_s_l + o_d[None, :], mask=m_l[:, None] & m_d[None, :], other=0)
+    b_x = tl.load(x + i_b.to(tl.int64) * stride_x_b + o_d, mask=m_d, other=0)
+    tap = o_l - (L - (W - 1))  # the conv tap of each state row; < 0: before the window
+    b_w = tl.load(weight + o_d[None, :] * W + tap[:, None], mask=(m_l & (tap >= 0))[:, None] & m_d[None, :], other=0)
+    b_y = tl.sum(b_s.to(tl.float32) * b_w.to(tl.float32), 0)
+    b_y += b_x.to(tl.float32) * tl.load(weight + o_d * W + (W - 1), mask=m_d, other=0).to(tl.float32)
     if HAS_BIAS:
         b_y += tl.load(bias + o_d, mask=m_d, other=0).to(tl.float32)
     if ACTIVATION_SILU:
         b_y = b_y * tl.sigmoid(b_y)
-    tl.store(out + i_b * D + o_d, b_y.to(out.dtype.element_ty), mask=m_d)
-    tl.debug_barrier()
-    tl.store(p_state + o_l[:, None] * stride_s_l + o_d[None, :], b_shift.to(conv_states.dtype.element_ty),
-             mask=m_l[:, None] & m_d[None, :])
+    tl.store(p_out, b_y.to(out.dtype.element_ty), mask=m_d)
+    tl.debug_barrier()  # every thread has read the old rows before any is overwritten
+    # new state row r: old row r + 1, and the new input at r = L - 1
+    tl.store(p_state + (o_l - 1)[:, None] * stride_s_l + o_d[None, :], b_s,
+             mask=((o_l >= 1) & m_l)[:, None] & m_d[None, :])
+    tl.store(p_state + (L - 1) * stride_s_l + o_d, b_x.to(conv_states.dtype.element_ty), mask=m_d)
 
 
 def _check_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, conv_states: torch.Tensor,
@@ -233,19 +233,18 @@ CONV_FWD_BLOCKS = {"rows": (16, 256, 2), "tile": (64, 128, 4)}
 
 def causal_conv1d_update_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                                 conv_states: torch.Tensor, state_indices: torch.Tensor,
-                                activation_silu: bool) -> torch.Tensor:
+                                activation_silu: bool, BD: int = 256, num_warps: int = 2) -> torch.Tensor:
     """Triton causal_conv1d_update; same contract as the CPU op. x: [B, D] -> out: [B, D]."""
     B, D, W, L, _ = _check_conv(x, weight, bias, conv_states, state_indices)
     assert state_indices.shape == (B,)
     out = torch.empty(B, D, dtype=x.dtype, device=x.device)
     if B == 0:
         return out
-    BD = 256
-    causal_conv1d_update_kernel[(B, triton.cdiv(D, BD))](
+    causal_conv1d_update_kernel[(B * triton.cdiv(D, BD),)](
         x, weight, bias, conv_states, state_indices, out,
         D, x.stride(0), conv_states.stride(0), conv_states.stride(1),
-        W=W, L=L, BW=triton.next_power_of_2(W), BL=triton.next_power_of_2(L), BD=BD,
-        HAS_BIAS=bias is not None, ACTIVATION_SILU=activation_silu, num_warps=4,
+        W=W, L=L, BL=triton.next_power_of_2(L), BD=BD,
+        HAS_BIAS=bias is not None, ACTIVATION_SILU=activation_silu, num_warps=num_warps,
     )
     return out
 

@@ -75,7 +75,8 @@ def _compile(family: str) -> int:
             for kw in variants:
                 conv.causal_conv1d_fwd_triton(x, w, None, cs, cu, idx, torch.ones(3, dtype=torch.bool), True, **kw)
                 n += 1
-            conv.causal_conv1d_update_triton(x[:3], w, None, cs, idx, True)
+            for BD, nw in ((256, 2), (256, 4), (128, 1), (512, 4), (1024, 4)) if ALL else ((256, 2),):
+                conv.causal_conv1d_update_triton(x[:3], w, None, cs, idx, True, BD=BD, num_warps=nw)
             conv.causal_conv1d_verify_triton(x, w, None, torch.zeros(8, 5, D, dtype=dt), cu, idx,
                                              torch.ones(3, dtype=i32), True)
             gdn_gating_triton(torch.zeros(HV), torch.zeros(6, HV, dtype=dt), torch.zeros(6, HV, dtype=dt),
@@ -104,13 +105,11 @@ def _compile(family: str) -> int:
                                 conv_bias=None, conv_states=cs, A_log=torch.zeros(HV), dt_bias=torch.zeros(HV),
                                 norm_weight=torch.ones(V, dtype=dt), norm_eps=1e-6, scale=0.1, ssm_states=st,
                                 state_indices=idx, use_qk_l2norm=True)
-                    triton_decode.gdn_decode_triton(**args)
-                    n += 1
-                    blocks = ((32, 1), (32, 2), (64, 2), (128, 4), (128, 8)) if ALL else ((32, 1), (128, 4))
-                    for fn in (triton_decode.gdn_decode_fused_triton, triton_decode.gdn_decode_composed_triton):
-                        for BV, nw in blocks if vk else ():
-                            fn(**args, BV=BV, num_warps=nw)
-                            n += 1
+                    blocks = ((None, None), (32, 1), (32, 2), (64, 2), (128, 4), (128, 8)) if ALL else \
+                        ((None, None), (32, 1), (128, 8))
+                    for BV, nw in blocks if vk else ((None, None),):
+                        triton_decode.gdn_decode_triton(**args, BV=BV, num_warps=nw)
+                        n += 1
                 elif family == "chunk":
                     triton_chunk.chunk_gated_delta_rule_fwd_triton(q, q, v, g, g, 0.1, st, cu, idx,
                                                                    torch.ones(3, dtype=torch.bool), True)
