@@ -84,7 +84,7 @@ def recurrent_gated_delta_rule_verify_triton(q, k, v, g, beta, scale, ssm_states
     if T == 0 or N == 0:
         return o
     if BV is None and state_vk:
-        BV = 16  # 1.03-1.09x faster than 32 rows on the H200, fp32 and bf16 states (RESULTS_H200.md)
+        BV = 16  # 1.04-1.07x faster than 32 rows on the H200, fp32 and bf16 states (RESULTS_H200.md)
     BV, num_warps = value_blocks(N * HV, V, BV, num_warps, state_vk)
     recurrent_gated_delta_rule_verify_kernel[(N * HV * triton.cdiv(V, BV),)](
         q, k, v, g, beta, o, ssm_states, cu_seqlens, state_indices, num_accepted, scale,
