@@ -7,6 +7,7 @@ choice in one INFO line. Settings:
 
     QWEN3NEXT_KERNELS=triton                                    every op on our Triton kernels
     QWEN3NEXT_KERNELS=chunk_gated_delta_rule=fla,gdn_decode=triton   per op (others keep the default)
+    (backends: triton = ours; fla = flash-linear-attention; flashinfer = FlashInfer, on Hopper and Blackwell GPUs)
     QWEN3NEXT_TRITON_CPU=1  (with TRITON_INTERPRET=1)           our Triton kernels also serve CPU tensors, so that
                                                                  a CPU engine runs the exact CUDA code path
 """
@@ -21,7 +22,8 @@ logger = logging.getLogger(__name__)
 
 FORCE_ENV = "QWEN3NEXT_KERNELS"
 TRITON_CPU_ENV = "QWEN3NEXT_TRITON_CPU"
-LIBRARIES = {"triton": "triton", "fla": "fla"}  # backend -> the module it needs
+LIBRARIES = {"triton": "triton", "fla": "fla", "flashinfer": "flashinfer"}  # backend -> the module it needs
+ARCHS = {"flashinfer": (9, 10, 12)}  # backend -> the compute-capability majors its kernels serve (others: any)
 
 
 def _tables() -> dict[str, dict[str, str]]:
@@ -47,7 +49,12 @@ def _forced(ops: list[str]) -> dict[str, str]:
 
 
 def installed(backend: str) -> bool:
-    return importlib.util.find_spec(LIBRARIES[backend]) is not None
+    """The backend's library is importable and, where its kernels serve only some GPUs, this one is among them."""
+    if importlib.util.find_spec(LIBRARIES[backend]) is None:
+        return False
+    if backend not in ARCHS:
+        return True
+    return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] in ARCHS[backend]
 
 
 def resolve(path: str):
@@ -65,8 +72,9 @@ def choose() -> dict[str, str]:
             if forced[op] not in backends:
                 raise ValueError(f"{FORCE_ENV}: op {op} has no backend {forced[op]!r} (it has {sorted(backends)})")
             if not installed(forced[op]):
+                archs = f" (and a GPU of compute capability {ARCHS[forced[op]]}.x)" if forced[op] in ARCHS else ""
                 raise ValueError(f"{FORCE_ENV}: backend {forced[op]!r} of {op} needs {LIBRARIES[forced[op]]!r}, "
-                                 "which is not installed")
+                                 f"which is not installed{archs}")
             chosen[op] = forced[op]
         else:
             first = next((name for name in backends if installed(name)), None)

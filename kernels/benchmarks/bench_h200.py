@@ -5,15 +5,19 @@ results table.
 
 What each row times, with the same work in the timed region for every column:
   prefill  chunk_gated_delta_rule (after the conv and the gating), initial states gathered from and final states
-           written to the cache by slot. Anchors: fla-core's chunk_gated_delta_rule (the built-in's Triton prefill;
-           on Hopper the built-in calls FlashInfer's, not available on this machine), as our `fla` backend does it.
+           written to the cache by slot. Anchors: FlashInfer's GDN prefill as vLLM calls it (the built-in's choice
+           on Hopper: fp32 states gathered, alpha = exp(g), final states scattered), fla-core's
+           chunk_gated_delta_rule (the built-in's Triton prefill elsewhere). Ours: our Triton kernel and our `fla`
+           and `flashinfer` backends (the same libraries behind our op); `default` is the one backends.choose()
+           registers on this machine.
   decode   the whole GDN step after the projections (conv update, gating, l2norm, recurrence, gated norm) in one
            op, states in place by slot. Anchor: vLLM's packed recurrence + its conv update, the built-in's decode
            (its gated norm is a third launch, not counted).
   verify   the speculative verification recurrence, k + 1 tokens per sequence, k + 1 states written. Anchor: vLLM's
            fused_recurrent_gated_delta_rule with ssm_state_indices and num_accepted_tokens (the built-in's).
   conv     causal_conv1d_fwd over a varlen batch, conv states read and written by slot. Anchors: vLLM's
-           causal_conv1d_fn (the built-in's), fla's causal_conv1d (no state I/O: less work).
+           causal_conv1d_fn (the built-in's), causal-conv1d's CUDA forward (states gathered and scattered by
+           slot; built by build_causal_conv1d.py), fla's causal_conv1d (no state I/O: less work).
   norm     gated_rms_norm over [T, HV, V].
 Layouts: `kv` = states in memory [HV, K, V], `vk` = [HV, V, K] (the cache layout on CUDA, layers/state.py).
 Anchors (each optional; a missing one shows as '-'): fla from `import fla` (carry fla-core's wheel), vLLM's own
@@ -38,7 +42,7 @@ from triton.testing import do_bench
 import qwen3next_kernels  # noqa: F401  (registers the ops)
 from qwen3next_kernels import backends
 from qwen3next_kernels.conv.triton import causal_conv1d_fwd_triton, causal_conv1d_verify_triton
-from qwen3next_kernels.gated_delta_rule.fla_chunk import chunk_gated_delta_rule_fla
+from qwen3next_kernels.gated_delta_rule.library_chunk import chunk_gated_delta_rule_fla, chunk_gated_delta_rule_flashinfer
 from qwen3next_kernels.gated_delta_rule.triton_chunk import chunk_gated_delta_rule_fwd_triton
 from qwen3next_kernels.conv.triton import causal_conv1d_update_triton
 from qwen3next_kernels.gated_delta_rule.triton_decode import gdn_decode_triton
@@ -95,9 +99,20 @@ def slots(N, S, gen, base=1):
 
 class Anchors:
     def __init__(self, anchor_dir):
-        self.fla = self.vllm_rec = self.vllm_conv = None
+        self.fla = self.vllm_rec = self.vllm_conv = self.flashinfer = self.cc1d = None
         if SMOKE:  # the anchors' kernels do not run under the interpreter
             return
+        try:
+            import causal_conv1d.cpp_functions as cc1d  # built by build_causal_conv1d.py
+            self.cc1d = cc1d
+        except Exception as e:  # noqa: BLE001
+            print(f"causal-conv1d not available: {e!r}")
+        if backends.installed("flashinfer"):
+            try:
+                from flashinfer.gdn_prefill import chunk_gated_delta_rule as fi_chunk
+                self.flashinfer = fi_chunk
+            except Exception as e:  # noqa: BLE001
+                print(f"FlashInfer not available: {e!r}")
         try:
             import fla.modules.causal_conv1d as fla_conv  # noqa: F401
             import fla.ops.gated_delta_rule as fla_gdr  # noqa: F401
@@ -152,9 +167,10 @@ def rotation(bytes_per_call):
 
 
 class Row:
-    def __init__(self, op, case, builtin, floor_bytes):
-        self.op, self.case, self.builtin, self.floor_bytes = op, case, builtin, floor_bytes
-        self.times, self.checks, self.ours = {}, [], None
+    def __init__(self, op, case, builtin, floor_bytes, default="ours default"):
+        """builtin, default: the names (keys of times) of the built-in's choice and of our default path."""
+        self.op, self.case, self.builtin, self.floor_bytes, self.default = op, case, builtin, floor_bytes, default
+        self.times, self.checks = {}, []
 
 
 def prefill_cases(anc, bw, rows, log):
@@ -169,7 +185,8 @@ def prefill_cases(anc, bw, rows, log):
         idx = slots(N, S, gen)
         hi = torch.ones(N, dtype=torch.bool, device=DEV)
         nbytes = 2 * T * (2 * H * K + 2 * HV * V) + 8 * T * HV + 2 * N * HV * K * V * 4
-        row = Row("prefill", f"{N}x{Ls}, fp32 state", "fla", nbytes)
+        row = Row("prefill", f"{N}x{Ls}, fp32 state", FI_AS_VLLM if anc.flashinfer else "fla kernel only", nbytes,
+                  default=PREFILL_DEFAULT.get(backends.choose().get("chunk_gated_delta_rule")))
         il = idx.long()
         ref_st = states(S, torch.float32, False)
         cpu_st = ref_st.cpu().clone()
@@ -177,12 +194,14 @@ def prefill_cases(anc, bw, rows, log):
                                            SCALE, cpu_st, cu.cpu(), idx.cpu(), hi.cpu(), True) if N * Ls <= 16384 \
             else None
         impls = {
-            "ours kv": (chunk_gated_delta_rule_fwd_triton, False),
-            "ours vk": (chunk_gated_delta_rule_fwd_triton, True),
+            "ours triton kv": (chunk_gated_delta_rule_fwd_triton, False),
+            "ours triton vk": (chunk_gated_delta_rule_fwd_triton, True),
         }
         if anc.fla:
-            impls["fla vk"] = (chunk_gated_delta_rule_fla, True)
-            impls["fla kv"] = (chunk_gated_delta_rule_fla, False)
+            impls["ours fla vk"] = (chunk_gated_delta_rule_fla, True)
+            impls["ours fla kv"] = (chunk_gated_delta_rule_fla, False)
+        if anc.flashinfer:
+            impls["ours flashinfer vk"] = (chunk_gated_delta_rule_flashinfer, True)
         for name, (fn, vk) in impls.items():
             st = states(S, torch.float32, vk)
             st.copy_(ref_st)
@@ -195,9 +214,46 @@ def prefill_cases(anc, bw, rows, log):
             row.times["fla kernel only"] = ms(lambda: anc.fla[0].chunk_gated_delta_rule(
                 q[None], k[None], v[None], g[None], beta[None], scale=SCALE, initial_state=h0,
                 output_final_state=True, use_qk_l2norm_in_kernel=True, cu_seqlens=cu.long()))
+        if anc.flashinfer:
+            prefill_flashinfer_anchors(anc.flashinfer, row, q, k, v, g, beta, S, il, idx, hi, cu, ref_st, ref_o, cpu_st)
         rows.append(row)
         log(f"prefill {row.case}: " + "; ".join(row.checks) + " | "
             + ", ".join(f"{n} {t * 1e3:.0f} us" for n, t in row.times.items()))
+
+
+FI_AS_VLLM = "FlashInfer as vLLM calls it"
+PREFILL_DEFAULT = {b: f"ours {b} vk" for b in ("triton", "fla", "flashinfer")}  # our backend -> its row
+
+
+def prefill_flashinfer_anchors(fi, row, q, k, v, g, beta, S, il, idx, hi, cu, ref_st, ref_o, cpu_st):
+    """The built-in's Hopper prefill, as vLLM 0.33's fi_chunk_gated_delta_rule calls it (states gathered in fp32,
+    the fresh ones zeroed, alpha = exp(g), final states scattered in the cache dtype); FlashInfer's kernel alone;
+    and its state-pool mode (states read and written in place by slot: less work, not what the built-in does)."""
+    mem = states(S, torch.float32, True).transpose(-1, -2)  # the [S, HV, V, K] memory
+    mem.copy_(ref_st.transpose(-1, -2))
+
+    def as_vllm():
+        h0 = mem[il].float()
+        h0[~hi] = 0
+        o, ht = fi(q, k, v, g=torch.exp(g), beta=beta, scale=SCALE, initial_state=h0, output_final_state=True,
+                   cu_seqlens=cu, use_qk_l2norm_in_kernel=True)
+        mem[il] = ht.to(mem.dtype)
+        return o
+
+    o = as_vllm()
+    if ref_o is not None:
+        row.checks.append(f"{FI_AS_VLLM} o {rel(o, ref_o):.1e} h {rel(mem[il], cpu_st[il.cpu()].transpose(-1, -2)):.1e}")
+    row.times[FI_AS_VLLM] = ms(as_vllm)
+    h0, alpha = mem[il].float(), torch.exp(g)
+    row.times["FlashInfer kernel only"] = ms(lambda: fi(q, k, v, g=alpha, beta=beta, scale=SCALE, initial_state=h0,
+                                                        output_final_state=True, cu_seqlens=cu,
+                                                        use_qk_l2norm_in_kernel=True))
+    try:
+        row.times["FlashInfer pool mode"] = ms(lambda: fi(q, k, v, g=alpha, beta=beta, scale=SCALE, initial_state=mem,
+                                                          output_final_state=True, cu_seqlens=cu, output_state=mem,
+                                                          use_qk_l2norm_in_kernel=True, state_indices=idx))
+    except Exception as e:  # noqa: BLE001
+        print(f"FlashInfer pool mode failed: {e!r}"[:300])
 
 
 def decode_inputs(B, state_dtype, vk, gen, n_sets):
@@ -248,10 +304,15 @@ def decode_cases(anc, bw, rows, log):
                 lambda i=i: fused_recurrent_gated_delta_rule_triton(
                     y0[:, :H * K].view(B, H, K), y0[:, H * K:2 * H * K].view(B, H, K), y0[:, 2 * H * K:].view(B, HV, V),
                     g0, beta0, SCALE, x["ssm_states"], i, True, BV=32, num_warps=1) for i in sets])
-            for BD, nw in CONV_UPDATE_BLOCKS:
-                row.times[f"part: our conv update BD={BD} w={nw}"] = graph_ms([lambda i=i: causal_conv1d_update_triton(
-                    x["mixed_qkv"], x["conv_weight"], None, x["conv_states"], i, True, BD=BD, num_warps=nw)
-                    for i in sets])
+            for rows_k, BD, nw in CONV_UPDATE_BLOCKS:
+                kw = dict(rows=rows_k, BD=BD, num_warps=nw)
+                name = f"part: our conv update {'rows' if rows_k else 'tile'} BD={BD} w={nw}"
+                if rows_k:
+                    y_k = causal_conv1d_update_triton(x["mixed_qkv"], x["conv_weight"], None, x["conv_states"].clone(),
+                                                      x["state_indices"], True, **kw)
+                    row.checks.append(f"{name[22:]} {rel(y_k, y0):.1e}")
+                row.times[name] = graph_ms([lambda i=i: causal_conv1d_update_triton(
+                    x["mixed_qkv"], x["conv_weight"], None, x["conv_states"], i, True, **kw) for i in sets])
             o0 = torch.randn(B, HV, V, device=DEV, dtype=BF16)
             row.times["part: our gated norm"] = graph_ms([lambda: gated_rms_norm_triton(
                 o0, x["z"], x["norm_weight"], 1e-6) for _ in sets])
@@ -271,6 +332,13 @@ def decode_cases(anc, bw, rows, log):
 
                 row.times["vLLM recurrence"] = graph_ms([lambda i=i: v_rec(i) for i in sets])
                 row.times["vLLM conv+recurrence"] = graph_ms([lambda i=i: (v_conv(i), v_rec(i)) for i in sets])
+                if anc.cc1d:
+                    y_c = anc.cc1d.causal_conv1d_update_function(x["mixed_qkv"].unsqueeze(-1), x["conv_states"].clone(
+                        ).transpose(1, 2), x["conv_weight"], None, True, None, x["state_indices"])
+                    row.checks.append(f"causal-conv1d update vs ours {rel(y_c.squeeze(-1), y0):.1e}")
+                    row.times["part: causal-conv1d update"] = graph_ms([
+                        lambda i=i: anc.cc1d.causal_conv1d_update_function(
+                            x["mixed_qkv"].unsqueeze(-1), cs_v, x["conv_weight"], None, True, None, i) for i in sets])
                 row.times[BUILTIN_DECODE] = graph_ms([lambda i=i: (v_conv(i), v_rec(i), gated_rms_norm_triton(
                     out_v.view(B, HV, V), x["z"], x["norm_weight"], 1e-6)) for i in sets])
             row.times = {n: t for n, t in row.times.items() if t is not None}
@@ -283,7 +351,8 @@ def decode_cases(anc, bw, rows, log):
 # layer_norm_fwd, which needs vLLM's JIT machinery to run: our gated norm launch stands in for it).
 BUILTIN_DECODE = "vLLM conv+recurrence+norm"
 DECODE_BLOCKS = [(None, None), (32, 1), (32, 2), (64, 2), (128, 4), (128, 8)]
-CONV_UPDATE_BLOCKS = [(256, 2), (256, 4), (128, 1), (512, 4), (1024, 4)]
+CONV_UPDATE_BLOCKS = [(False, 256, 2), (False, 1024, 4)] + [(True, BD, nw) for BD, nw in (
+    (256, 2), (256, 4), (128, 1), (512, 4), (1024, 4), (1024, 8))]
 
 
 def verify_cases(anc, bw, rows, log):
@@ -358,6 +427,8 @@ def conv_cases(anc, bw, rows, log):
             cs_v = cs0.clone()
             row.times["vLLM"] = ms(lambda: anc.vllm_conv.causal_conv1d_fn(
                 x.T, w, None, cs_v.transpose(1, 2), cu, cache_indices=idx, has_initial_state=hi, activation="silu"))
+        if anc.cc1d:
+            conv_causal_conv1d_anchor(anc.cc1d, row, x, w, cs0, idx, N, Ls, ref, cs_ref)
         if anc.fla:
             row.times["fla (no state I/O)"] = ms(lambda: anc.fla[1].causal_conv1d(x[None], w, None, activation="silu",
                                                                                   cu_seqlens=cu.long()))
@@ -385,7 +456,7 @@ def conv_cases(anc, bw, rows, log):
     cu = torch.arange(0, B * Q + 1, Q, dtype=torch.int32, device=DEV)
     idx = slots(B, S, gen)
     nacc = torch.randint(1, Q + 1, (B,), generator=gen, dtype=torch.int32).to(DEV)
-    row = Row("conv verify", f"B={B}, k={Q - 1}", "-", 2 * B * Q * D * 2 + 2 * B * L * D * 2)
+    row = Row("conv verify", f"B={B}, k={Q - 1}", "-", 2 * B * Q * D * 2 + 2 * B * L * D * 2, default="ours")
     cs_ref = cs0.cpu().clone()
     ref = ops.causal_conv1d_verify(x.cpu(), w.cpu(), None, cs_ref, cu.cpu(), idx.cpu(), nacc.cpu(), True)
     cs = cs0.clone()
@@ -396,6 +467,25 @@ def conv_cases(anc, bw, rows, log):
     log(f"conv verify: {row.checks[0]} | ours {row.times['ours'] * 1e3:.1f} us")
 
 
+def conv_causal_conv1d_anchor(cc1d, row, x, w, cs0, idx, N, Ls, ref, cs_ref):
+    """causal-conv1d's channel-last forward on the same work: N equal sequences as a [N, D, Ls] batch, initial
+    states gathered by slot, final states scattered back."""
+    T, D = x.shape
+    cs, il = cs0.clone(), idx.long()
+    xb = x.view(N, Ls, D).transpose(1, 2)  # [N, D, Ls], channel-last
+
+    def run():
+        final = torch.empty(N, W - 1, D, device=DEV, dtype=x.dtype).transpose(1, 2)
+        out = cc1d.causal_conv1d_fwd_function(xb, w, None, None, cs[il].transpose(1, 2), final, True)
+        cs[il] = final.transpose(1, 2)
+        return out
+
+    out = run()
+    row.checks.append(f"causal-conv1d out {rel(out.transpose(1, 2).reshape(T, D), ref):.1e} "
+                      f"state {rel(cs.cpu(), cs_ref):.1e}")
+    row.times["causal-conv1d"] = ms(run)
+
+
 CONV_VARIANTS = [(False, 64, 128, 4)] + [(True, BT, BD, nw) for BT, BD, nw in (
     (32, 256, 2), (16, 256, 2), (64, 256, 2), (32, 512, 4), (16, 512, 2), (32, 128, 1), (64, 512, 4), (8, 1024, 4))]
 
@@ -404,7 +494,7 @@ def norm_cases(anc, bw, rows, log):
     for T in (64,) if SMOKE else (8192,):
         x, z = (torch.randn(T, HV, V, device=DEV, dtype=BF16) for _ in range(2))
         wt = (1 + 0.1 * torch.randn(V, device=DEV)).to(BF16)
-        row = Row("norm", f"T={T}", "-", 3 * T * HV * V * 2)
+        row = Row("norm", f"T={T}", "-", 3 * T * HV * V * 2, default="ours")
         ref = ops.gated_rms_norm(x.cpu(), z.cpu(), wt.cpu(), 1e-6)
         row.checks.append(f"out {rel(gated_rms_norm_triton(x, z, wt, 1e-6), ref):.1e}")
         row.times["ours"] = ms(lambda: gated_rms_norm_triton(x, z, wt, 1e-6))
@@ -419,17 +509,21 @@ def is_ours(name):
 def table(card, bw, rows):
     lines = [f"Card: {card}; device copy {bw / 1e12:.2f} TB/s (read + write); torch {torch.__version__}, "
              f"triton {triton.__version__}. Times in us (see the script's docstring for what each row times).", "",
-             "| op | case | anchors | ours (each variant) | best of ours | ratio vs built-in's | fraction of floor "
-             "| check |", "|---|---|---|---|---|---|---|---|"]
+             "| op | case | anchors | ours (each variant) | built-in's choice | default | ratio | fraction of floor "
+             "| best of ours | check |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         anchors = ", ".join(f"{n} {t * 1e3:.1f}" for n, t in r.times.items() if not is_ours(n)) or "-"
         variants = ", ".join(f"{n[5:]} {t * 1e3:.1f}" for n, t in r.times.items() if is_ours(n))
         best = min(((t, n) for n, t in r.times.items() if is_ours(n)), default=None)
         if best is None:
             continue
-        ratio = f"{r.times[r.builtin] / best[0]:.2f}x" if r.builtin in r.times else "-"
-        lines.append(f"| {r.op} | {r.case} | {anchors} | {variants} | {best[1][5:]} {best[0] * 1e3:.1f} | {ratio} "
-                     f"| {r.floor_bytes / bw / (best[0] * 1e-3):.0%} | {'; '.join(r.checks)} |")
+        builtin = f"{r.builtin} {r.times[r.builtin] * 1e3:.1f}" if r.builtin in r.times else "-"
+        default = r.times.get(r.default)
+        ratio = f"{r.times[r.builtin] / default:.2f}x" if default and r.builtin in r.times else "-"
+        floor = f"{r.floor_bytes / bw / (default * 1e-3):.0%}" if default else "-"
+        lines.append(f"| {r.op} | {r.case} | {anchors} | {variants} | {builtin} | "
+                     f"{r.default[5:] if default else '-'} {default * 1e3 if default else 0:.1f} | {ratio} | {floor} "
+                     f"| {best[1][5:]} {best[0] * 1e3:.1f} | {'; '.join(r.checks)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -12,7 +12,8 @@ _HERE = "qwen3next_kernels.gated_delta_rule"
 # op -> {backend: "module:function"}, in order of preference on CUDA (kernels/benchmarks/RESULTS_H200.md).
 CUDA_BACKENDS = {
     "chunk_gated_delta_rule": {
-        "fla": f"{_HERE}.fla_chunk:chunk_gated_delta_rule_fla",
+        "flashinfer": f"{_HERE}.library_chunk:chunk_gated_delta_rule_flashinfer",
+        "fla": f"{_HERE}.library_chunk:chunk_gated_delta_rule_fla",
         "triton": f"{_HERE}.triton_chunk:chunk_gated_delta_rule_triton",
     },
     "fused_recurrent_gated_delta_rule": {

@@ -24,15 +24,40 @@ def installed(monkeypatch):
     return lambda *names: monkeypatch.setattr(backends, "installed", lambda backend: backend in names)
 
 
+def first_of(*names):
+    return {op: next(b for b in table if b in names) for op, table in backends._tables().items()}
+
+
 def test_choose_takes_the_first_installed_backend(installed):
-    installed("triton", "fla")
+    installed("triton", "fla", "flashinfer")
     chosen = backends.choose()
-    assert chosen == {op: next(iter(table)) for op, table in backends._tables().items()}
-    assert chosen["chunk_gated_delta_rule"] == "fla" and chosen["gdn_decode"] == "triton"
+    assert chosen == first_of("triton", "fla", "flashinfer")
+    assert chosen["chunk_gated_delta_rule"] == "flashinfer" and chosen["gdn_decode"] == "triton"
+    installed("triton", "fla")
+    assert backends.choose()["chunk_gated_delta_rule"] == "fla"
     installed("triton")
     assert backends.choose() == dict.fromkeys(ALL_OPS, "triton")
     installed()
     assert backends.choose() == {}
+
+
+@pytest.mark.parametrize(("capability", "usable"), [((8, 0), False), ((9, 0), True), ((10, 0), True), ((12, 0), True)])
+def test_flashinfer_only_on_the_gpus_its_kernels_serve(monkeypatch, capability, usable):
+    """FlashInfer's GDN prefill runs on Hopper and Blackwell: elsewhere the next backend (fla) is chosen, and forcing
+    it names the GPUs it needs."""
+    monkeypatch.delenv(backends.FORCE_ENV, raising=False)
+    monkeypatch.setattr(backends.importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert backends.installed("flashinfer") is usable and backends.installed("fla")
+    assert backends.choose()["chunk_gated_delta_rule"] == ("flashinfer" if usable else "fla")
+    monkeypatch.setenv(backends.FORCE_ENV, "chunk_gated_delta_rule=flashinfer")
+    if usable:
+        assert backends.choose()["chunk_gated_delta_rule"] == "flashinfer"
+    else:
+        with pytest.raises(ValueError, match=r"needs 'flashinfer', which is not installed \(and a GPU of compute "
+                                             r"capability \(9, 10, 12\)\.x\)"):
+            backends.choose()
 
 
 def test_force_every_op(installed, monkeypatch):
@@ -46,7 +71,7 @@ def test_force_one_op(installed, monkeypatch):
     monkeypatch.setenv(backends.FORCE_ENV, "chunk_gated_delta_rule=triton,gdn_decode=triton")
     chosen = backends.choose()
     assert chosen["chunk_gated_delta_rule"] == "triton"
-    assert chosen == {op: next(iter(table)) for op, table in backends._tables().items()} | chosen
+    assert chosen == first_of("triton", "fla") | chosen
 
 
 @pytest.mark.parametrize(("setting", "error"), [

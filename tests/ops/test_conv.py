@@ -264,6 +264,15 @@ def test_causal_conv1d_fwd_kernels(run, device, launch):
     run(check_causal_conv1d_fwd, device, [1, 15, 16, 17, 65, 2], 136, **launch)
 
 
+@pytest.mark.parametrize("launch", [dict(rows=True, BD=64), dict(rows=False, BD=64)], ids=["rows", "tile"])
+@pytest.mark.parametrize("L", [3, 6])
+@pytest.mark.parametrize("device", triton_devices("causal_conv1d_update"))
+def test_causal_conv1d_update_kernels(run, device, launch, L):
+    """Both Triton conv update kernels at small blocks: a partial last channel block, padding slots, states of W - 1
+    rows and longer (speculative decoding's)."""
+    run(check_causal_conv1d_update, device, 5, 136, L=L, dtype=torch.bfloat16, state_dtype=torch.bfloat16, **launch)
+
+
 UPDATE_SMALL = {
     "B1-L3": dict(B=1, D=300, L=3),
     "B5-L6-bf16": dict(B=5, D=300, L=6, dtype=torch.bfloat16, state_dtype=torch.bfloat16),

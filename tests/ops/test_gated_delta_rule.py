@@ -290,15 +290,39 @@ def naive_fla_chunk(q, k, v, g, beta, scale, initial_state, output_final_state, 
     return o[None], states.transpose(-1, -2) if state_v_first else states
 
 
-def test_chunk_gated_delta_rule_fla_gathers_and_scatters_states(monkeypatch):
-    """The fla backend's own work (initial states by slot, a slot without initial state not read, padded sequences,
-    final states back by slot) on CPU, fla's kernel replaced by the naive recurrence."""
-    from qwen3next_kernels.gated_delta_rule.fla_chunk import chunk_gated_delta_rule_fla
+def naive_flashinfer_chunk(q, k, v, g, beta, scale, initial_state, output_final_state, cu_seqlens,
+                           use_qk_l2norm_in_kernel, output_state):
+    """flashinfer.gdn_prefill.chunk_gated_delta_rule's contract ([T, ...] 16-bit q, k, v; alpha = exp(g) and beta
+    fp32; initial and final states [N, HV, V, K] fp32, the final ones written to output_state) on the naive
+    recurrence."""
+    N = cu_seqlens.shape[0] - 1
+    assert q.dtype in (torch.bfloat16, torch.float16) and g.dtype == beta.dtype == torch.float32
+    assert initial_state.dtype == output_state.dtype == torch.float32 and initial_state.shape[1:] == (
+        v.shape[1], v.shape[2], q.shape[2]) and output_final_state
+    states = initial_state.transpose(-1, -2).clone()  # [N, HV, K, V]
+    o = naive_recurrent_gated_delta_rule(q, k, v, g.log(), beta, scale, states, cu_seqlens, torch.arange(N),
+                                         torch.ones(N, dtype=torch.bool), use_qk_l2norm_in_kernel)
+    output_state.copy_(states.transpose(-1, -2))
+    return o, output_state
 
-    fla = types.ModuleType("fla.ops.gated_delta_rule")
-    fla.chunk_gated_delta_rule = naive_fla_chunk
-    for name in ("fla", "fla.ops", "fla.ops.gated_delta_rule"):
-        monkeypatch.setitem(sys.modules, name, fla)
+
+LIBRARY_KERNELS = {"fla": (("fla", "fla.ops", "fla.ops.gated_delta_rule"), naive_fla_chunk),
+                   "flashinfer": (("flashinfer", "flashinfer.gdn_prefill"), naive_flashinfer_chunk)}
+
+
+@pytest.mark.parametrize("library", LIBRARY_KERNELS)
+def test_chunk_gated_delta_rule_library_gathers_and_scatters_states(monkeypatch, library):
+    """A library backend's own work (initial states by slot, a slot without initial state not read, padded
+    sequences, final states back by slot, the library's argument conventions) on CPU, the library's kernel replaced
+    by the naive recurrence on its documented contract."""
+    from qwen3next_kernels.gated_delta_rule import library_chunk
+
+    chunk_gated_delta_rule_library = getattr(library_chunk, f"chunk_gated_delta_rule_{library}")
+    modules, naive = LIBRARY_KERNELS[library]
+    lib = types.ModuleType(modules[-1])
+    lib.chunk_gated_delta_rule = naive
+    for name in modules:
+        monkeypatch.setitem(sys.modules, name, lib)
     lens, H, HV, K, V = [20, 7, 30, 5, 9], 1, 2, 16, 16
     q, k, v, g, beta, states0 = qkv_g_beta(sum(lens), H, HV, K, V, torch.bfloat16, S=8)  # fla serves 16-bit inputs
     cu, idx, has_init = prefill_slots(lens, states0, torch.Generator().manual_seed(0))  # has_init False: NaN slots
@@ -306,25 +330,29 @@ def test_chunk_gated_delta_rule_fla_gathers_and_scatters_states(monkeypatch):
         ref_states = states0.clone()
         ref = naive_recurrent_gated_delta_rule(q, k, v, g, beta, 0.25, ref_states, cu, idx, has_init, True)
         states = states0.transpose(-1, -2).contiguous().transpose(-1, -2) if vk else states0.clone()
-        o = chunk_gated_delta_rule_fla(q, k, v, g, beta, 0.25, states, cu, idx, has_init, True)
+        o = chunk_gated_delta_rule_library(q, k, v, g, beta, 0.25, states, cu, idx, has_init, True)
         assert o.dtype == v.dtype and o.isfinite().all() and rel_rms(o, ref.to(v.dtype)) < 1e-6
         assert_padded_zero(o, cu, idx)
         assert_states(states, ref_states, states0, idx, 1e-6)
 
 
-def test_chunk_gated_delta_rule_fla_leaves_fp32_to_ours(monkeypatch):
-    """fp32 activations and one-sequence batches go to our Triton kernel (fla's dots are tf32 in fp32: the CUDA checks
-    fail it at 1e-4; one sequence: fla's [V, K]-state path is slower, RESULTS_H200.md)."""
-    from qwen3next_kernels.gated_delta_rule import fla_chunk, triton_chunk
+def test_chunk_gated_delta_rule_libraries_leave_fp32_to_ours(monkeypatch):
+    """fp32 activations go to our Triton kernel (fla's dots are tf32 in fp32: the CUDA checks fail it at 1e-4;
+    FlashInfer's kernels take 16-bit activations), and fla's one-sequence batches too (its [V, K]-state path is
+    slower there, RESULTS_H200.md)."""
+    from qwen3next_kernels.gated_delta_rule import library_chunk, triton_chunk
 
     calls = []
     monkeypatch.setattr(triton_chunk, "chunk_gated_delta_rule_triton", lambda *args: calls.append(args) or "ours")
     q, k, v, g, beta, states = qkv_g_beta(5, 1, 2, 16, 16, torch.float32, S=2)
     args = (cu_seqlens([5]), i32([1]), torch.ones(1, dtype=torch.bool), True)
-    assert fla_chunk.chunk_gated_delta_rule_fla(q, k, v, g, beta, 0.25, states, *args) == "ours" and len(calls) == 1
+    assert library_chunk.chunk_gated_delta_rule_fla(q, k, v, g, beta, 0.25, states, *args) == "ours" and len(calls) == 1
+    monkeypatch.setitem(sys.modules, "flashinfer.gdn_prefill", None)  # importing it would fail: it must not be reached
+    assert library_chunk.chunk_gated_delta_rule_flashinfer(q, k, v, g, beta, 0.25, states, *args) == "ours"
+    assert len(calls) == 2
     # and a batch of one sequence, in any dtype (fla's [V, K]-state path is slower there on the H200)
     q, k, v = q.bfloat16(), k.bfloat16(), v.bfloat16()
-    assert fla_chunk.chunk_gated_delta_rule_fla(q, k, v, g, beta, 0.25, states, *args) == "ours" and len(calls) == 2
+    assert library_chunk.chunk_gated_delta_rule_fla(q, k, v, g, beta, 0.25, states, *args) == "ours" and len(calls) == 3
 
 
 FP32, BF16 = torch.float32, torch.bfloat16

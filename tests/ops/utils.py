@@ -337,7 +337,8 @@ def check_causal_conv1d_fwd(device, lens, D, L=3, dtype=torch.float32, state_dty
 
 
 def check_causal_conv1d_update(device, B, D, L=3, dtype=torch.float32, state_dtype=torch.float32, bias=True,
-                               silu=True, seed=0):
+                               silu=True, seed=0, **launch):
+    """launch: run our Triton launcher with these arguments (rows, BD; interpret or cuda:triton) instead of the op."""
     gen = torch.Generator().manual_seed(seed)
     S, W = B + 3, 4
     x_rows, weight, b, states0 = conv_rows(B, D + 8, D, W, L, S, dtype, state_dtype, bias, gen)
@@ -345,6 +346,9 @@ def check_causal_conv1d_update(device, B, D, L=3, dtype=torch.float32, state_dty
     ref_states = states0.clone()
     ref = naive_causal_conv1d_update(x_rows[:, :D], weight, b, ref_states, idx, silu)
     with op_on("causal_conv1d_update", device) as (op, dev):
+        if launch:
+            from qwen3next_kernels.conv.triton import causal_conv1d_update_triton
+            op = functools.partial(causal_conv1d_update_triton, **launch)
         states = states0.to(dev)
         out = op(x_rows.to(dev)[:, :D], weight.to(dev), None if b is None else b.to(dev), states, idx.to(dev), silu)
     assert out.shape == (B, D) and out.dtype == dtype
