@@ -22,7 +22,7 @@ fi
 [ -f .fiwhl/site.tar.xz ] && [ -d .fidsl/site ] && tar xJf .fiwhl/site.tar.xz -C .fidsl/site
 [ -d .fidsl/site/flashinfer ] && PYTHONPATH=$PYTHONPATH:$PWD/.fidsl/site:$PWD/.fidsl/site/nvidia_cutlass_dsl/dsl_packages
 # causal-conv1d (optional anchor): built here from its sdist in .whl/, kept in .cc1d/ on the machine
-if ls .whl/causal_conv1d-*.tar.gz >/dev/null 2>&1 && [ ! -d .cc1d/causal_conv1d ]; then
+if [ "${BUILD_CC1D:-1}" = 1 ] && ls .whl/causal_conv1d-*.tar.gz >/dev/null 2>&1 && [ ! -d .cc1d/causal_conv1d ]; then
     timeout "${BUILD_TIMEOUT:-400}" python3 kernels/benchmarks/build_causal_conv1d.py .whl/causal_conv1d-*.tar.gz .cc1d \
         2>&1 | tail -5
 fi
