@@ -35,6 +35,7 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
         | tee "$OUT/tests.log" | tail -40
 fi
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
+    [ -n "${DEADLINE:-}" ] && BENCH_TIMEOUT=$((DEADLINE - $(date +%s)))  # DEADLINE: epoch seconds
     timeout "${BENCH_TIMEOUT:-360}" python3 kernels/benchmarks/bench_h200.py --out "$OUT/RESULTS_H200.md" \
         ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log"
 fi
