@@ -13,20 +13,20 @@ fi
 ln -sfn "$PWD/kernels" /tmp/site/qwen3next_kernels
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 TRITON_CACHE_DIR=$PWD/.tcache
 # FlashInfer (optional) is too large to travel in one call: its CuTe DSL libraries (.fidsl/cu13.tar.xz, the
-# nvidia-cutlass-dsl-libs-cu13 wheel's files) come in a first call and stay in .fidsl/site on the machine; the rest
-# (.fiwhl/site.tar.xz: flashinfer-python without its C++ sources, nvidia-cutlass-dsl, apache-tvm-ffi, cuda-tile, for
-# the machine's Python) in the next.
-if [ -f .fidsl/cu13.tar.xz ]; then
-    mkdir -p .fidsl/site && tar xJf .fidsl/cu13.tar.xz -C .fidsl/site && rm .fidsl/cu13.tar.xz
-fi
-[ -f .fiwhl/site.tar.xz ] && [ -d .fidsl/site ] && tar xJf .fiwhl/site.tar.xz -C .fidsl/site
-[ -d .fidsl/site/flashinfer ] && PYTHONPATH=$PYTHONPATH:$PWD/.fidsl/site:$PWD/.fidsl/site/nvidia_cutlass_dsl/dsl_packages
-# causal-conv1d (optional anchor): built here from its sdist in .whl/, kept in .cc1d/ on the machine
-if [ "${BUILD_CC1D:-1}" = 1 ] && ls .whl/causal_conv1d-*.tar.gz >/dev/null 2>&1 && [ ! -d .cc1d/causal_conv1d ]; then
-    timeout "${BUILD_TIMEOUT:-400}" python3 kernels/benchmarks/build_causal_conv1d.py .whl/causal_conv1d-*.tar.gz .cc1d \
+# nvidia-cutlass-dsl-libs-cu13 wheel's files) come in a first call, the rest (.fiwhl/site.tar.xz: flashinfer-python
+# without its C++ sources, nvidia-cutlass-dsl, apache-tvm-ffi, cuda-tile, for the machine's Python) in the next, on
+# the same warm machine. Both unpack outside the working tree (/tmp/fidsl), which alone outlasts a call there.
+FI=/tmp/fidsl/site
+if [ -f .fidsl/cu13.tar.xz ]; then mkdir -p $FI && tar xJf .fidsl/cu13.tar.xz -C $FI; fi
+[ -f .fiwhl/site.tar.xz ] && [ -d $FI/nvidia_cutlass_dsl ] && tar xJf .fiwhl/site.tar.xz -C $FI
+[ -d $FI/flashinfer ] && PYTHONPATH=$PYTHONPATH:$FI:$FI/nvidia_cutlass_dsl/dsl_packages
+# causal-conv1d (optional anchor): built here from its sdist in .whl/, kept in /tmp/cc1d
+CC=/tmp/cc1d
+if [ "${BUILD_CC1D:-1}" = 1 ] && ls .whl/causal_conv1d-*.tar.gz >/dev/null 2>&1 && [ ! -d $CC/causal_conv1d ]; then
+    timeout "${BUILD_TIMEOUT:-400}" python3 kernels/benchmarks/build_causal_conv1d.py .whl/causal_conv1d-*.tar.gz $CC \
         2>&1 | tail -5
 fi
-[ -d .cc1d/causal_conv1d ] && PYTHONPATH=$PYTHONPATH:$PWD/.cc1d
+[ -d $CC/causal_conv1d ] && PYTHONPATH=$PYTHONPATH:$CC
 export PYTHONPATH
 [ "${SETUP_ONLY:-0}" = 1 ] && exit 0
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu --format=csv,noheader

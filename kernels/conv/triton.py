@@ -178,41 +178,6 @@ def causal_conv1d_update_kernel(
     tl.store(p_state + (L - 1) * stride_s_l + o_d, b_x.to(conv_states.dtype.element_ty), mask=m_d)
 
 
-@triton.jit
-def causal_conv1d_update_rows_kernel(
-    x, weight, bias, conv_states, state_indices, out,
-    D, stride_x_b, stride_s_n, stride_s_l,
-    W: tl.constexpr, L: tl.constexpr, BD: tl.constexpr, HAS_BIAS: tl.constexpr, ACTIVATION_SILU: tl.constexpr,
-):
-    # As causal_conv1d_update_kernel, the state rows read one at a time: each thread reads and writes only its own
-    # channels of every row, so the shift needs no barrier (row r + 1 is read before row r + 1 is written).
-    ND = tl.cdiv(D, BD)
-    i_b, i_d = tl.program_id(0) // ND, tl.program_id(0) % ND
-    o_d = i_d * BD + tl.arange(0, BD)
-    m_d = o_d < D
-    p_out = out + i_b.to(tl.int64) * D + o_d
-    slot = tl.load(state_indices + i_b).to(tl.int64)
-    if slot < 0:
-        tl.store(p_out, tl.zeros([BD], dtype=out.dtype.element_ty), mask=m_d)
-        return
-    p_state = conv_states + slot * stride_s_n + o_d
-    b_x = tl.load(x + i_b.to(tl.int64) * stride_x_b + o_d, mask=m_d, other=0)
-    b_y = b_x.to(tl.float32) * tl.load(weight + o_d * W + (W - 1), mask=m_d, other=0).to(tl.float32)
-    if HAS_BIAS:
-        b_y += tl.load(bias + o_d, mask=m_d, other=0).to(tl.float32)
-    for r in tl.static_range(L):
-        b_r = tl.load(p_state + r * stride_s_l, mask=m_d, other=0)
-        if r >= L - (W - 1):  # in the window: tap r - (L - (W - 1))
-            b_w = tl.load(weight + o_d * W + (r - (L - (W - 1))), mask=m_d, other=0)
-            b_y += b_r.to(tl.float32) * b_w.to(tl.float32)
-        if r >= 1:
-            tl.store(p_state + (r - 1) * stride_s_l, b_r, mask=m_d)
-    tl.store(p_state + (L - 1) * stride_s_l, b_x.to(conv_states.dtype.element_ty), mask=m_d)
-    if ACTIVATION_SILU:
-        b_y = b_y * tl.sigmoid(b_y)
-    tl.store(p_out, b_y.to(out.dtype.element_ty), mask=m_d)
-
-
 def _check_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, conv_states: torch.Tensor,
                 state_indices: torch.Tensor, cu_seqlens: torch.Tensor | None = None) -> tuple[int, int, int, int, int]:
     """Checks a launch's tensors (cu_seqlens too for the varlen ops); returns (T, D, W, L, N)."""
@@ -266,36 +231,21 @@ CONV_FWD_ROWS = True
 CONV_FWD_BLOCKS = {"rows": (16, 256, 2), "tile": (64, 128, 4)}
 
 
-# The conv update kernel by default (rows: causal_conv1d_update_rows_kernel), its (BD, num_warps) (RESULTS_H200.md)
-CONV_UPDATE_ROWS = False
-CONV_UPDATE_BLOCKS = {"rows": (256, 2), "tile": (256, 2)}
-
-
 def causal_conv1d_update_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                                 conv_states: torch.Tensor, state_indices: torch.Tensor,
-                                activation_silu: bool, BD: int | None = None, num_warps: int | None = None,
-                                rows: bool | None = None) -> torch.Tensor:
-    """Triton causal_conv1d_update; same contract as the CPU op. x: [B, D] -> out: [B, D].
-
-    rows: the kernel that reads the state a row at a time, else the one that reads it as one tile; None:
-    CONV_UPDATE_ROWS."""
+                                activation_silu: bool, BD: int = 256, num_warps: int = 2) -> torch.Tensor:
+    """Triton causal_conv1d_update; same contract as the CPU op. x: [B, D] -> out: [B, D]."""
     B, D, W, L, _ = _check_conv(x, weight, bias, conv_states, state_indices)
     assert state_indices.shape == (B,)
     out = torch.empty(B, D, dtype=x.dtype, device=x.device)
     if B == 0:
         return out
-    rows = CONV_UPDATE_ROWS if rows is None else rows
-    d_BD, d_nw = CONV_UPDATE_BLOCKS["rows" if rows else "tile"]
-    BD, num_warps = BD or d_BD, num_warps or d_nw
-    args = (x, weight, bias, conv_states, state_indices, out, D, x.stride(0), conv_states.stride(0),
-            conv_states.stride(1))
-    if rows:
-        causal_conv1d_update_rows_kernel[(B * triton.cdiv(D, BD),)](
-            *args, W=W, L=L, BD=BD, HAS_BIAS=bias is not None, ACTIVATION_SILU=activation_silu, num_warps=num_warps)
-    else:
-        causal_conv1d_update_kernel[(B * triton.cdiv(D, BD),)](
-            *args, W=W, L=L, BL=triton.next_power_of_2(L), BD=BD, HAS_BIAS=bias is not None,
-            ACTIVATION_SILU=activation_silu, num_warps=num_warps)
+    causal_conv1d_update_kernel[(B * triton.cdiv(D, BD),)](
+        x, weight, bias, conv_states, state_indices, out,
+        D, x.stride(0), conv_states.stride(0), conv_states.stride(1),
+        W=W, L=L, BL=triton.next_power_of_2(L), BD=BD,
+        HAS_BIAS=bias is not None, ACTIVATION_SILU=activation_silu, num_warps=num_warps,
+    )
     return out
 
 

@@ -59,16 +59,18 @@ def gdn_decode_kernel(
         tl.store(p_out, b_o.to(out.dtype.element_ty), mask=m_v)
 
 
-def decode_plan(n_heads: int, V: int) -> tuple[int, int]:
-    """(BV, num_warps) of gdn_decode for n_heads = B * HV state slices laid out [V, K], measured on the H200
-    (kernels/benchmarks/RESULTS_H200.md): a head per program, the norm in place, for small batches; 32 rows per
-    warp-sized program, as vLLM's packed decode, and the norm as a third launch for large ones."""
-    if n_heads < WHOLE_HEAD_MAX_HEADS:
+def decode_plan(n_heads: int, V: int, state_bytes: int) -> tuple[int, int]:
+    """(BV, num_warps) of gdn_decode for n_heads = B * HV state slices laid out [V, K] of state_bytes per element,
+    measured on the H200 (kernels/benchmarks/RESULTS_H200.md): a head per program, the norm in place, for small
+    batches; 32 rows per warp-sized program, as vLLM's packed decode, and the norm as a third launch for large ones."""
+    if n_heads <= WHOLE_HEAD_MAX_HEADS[state_bytes]:
         return triton.next_power_of_2(V), 8
     return 32, 1
 
 
-WHOLE_HEAD_MAX_HEADS = 1024
+# The most state slices decoded a head per program, by state element size: at 1024 (B = 32 at TP 1) the whole head
+# is 2-3% faster with bf16 states and 7-12% slower with fp32 ones (two runs each)
+WHOLE_HEAD_MAX_HEADS = {4: 1023, 2: 1024}
 
 
 def gdn_decode_triton(mixed_qkv, z, a, b, conv_weight, conv_bias, conv_states, A_log, dt_bias, norm_weight,
@@ -90,7 +92,7 @@ def gdn_decode_triton(mixed_qkv, z, a, b, conv_weight, conv_bias, conv_states, A
     if B == 0:
         return out
     if state_vk and BV is None:
-        BV, num_warps = decode_plan(B * HV, V)
+        BV, num_warps = decode_plan(B * HV, V, ssm_states.element_size())
     BV, num_warps = value_blocks(B * HV, V, BV, num_warps, state_vk)
     NV = triton.cdiv(V, BV)
     gdn_decode_kernel[(B * HV * NV,)](

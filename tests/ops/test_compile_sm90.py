@@ -75,10 +75,9 @@ def _compile(family: str) -> int:
             for kw in variants:
                 conv.causal_conv1d_fwd_triton(x, w, None, cs, cu, idx, torch.ones(3, dtype=torch.bool), True, **kw)
                 n += 1
-            for rows in (False, True):
-                for BD, nw in ((256, 2), (256, 4), (128, 1), (512, 4), (1024, 4)) if ALL else ((256, 2),):
-                    conv.causal_conv1d_update_triton(x[:3], w, None, cs, idx, True, BD=BD, num_warps=nw, rows=rows)
-                    n += 1
+            for BD, nw in ((256, 2), (256, 4), (128, 1), (512, 4), (1024, 4)) if ALL else ((256, 2),):
+                conv.causal_conv1d_update_triton(x[:3], w, None, cs, idx, True, BD=BD, num_warps=nw)
+                n += 1
             conv.causal_conv1d_verify_triton(x, w, None, torch.zeros(8, 5, D, dtype=dt), cu, idx,
                                              torch.ones(3, dtype=i32), True)
             gdn_gating_triton(torch.zeros(HV), torch.zeros(6, HV, dtype=dt), torch.zeros(6, HV, dtype=dt),

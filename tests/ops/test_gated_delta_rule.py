@@ -291,16 +291,23 @@ def naive_fla_chunk(q, k, v, g, beta, scale, initial_state, output_final_state, 
 
 
 def naive_flashinfer_chunk(q, k, v, g, beta, scale, initial_state, output_final_state, cu_seqlens,
-                           use_qk_l2norm_in_kernel, output_state):
+                           use_qk_l2norm_in_kernel, output_state, state_indices=None):
     """flashinfer.gdn_prefill.chunk_gated_delta_rule's contract ([T, ...] 16-bit q, k, v; alpha = exp(g) and beta
-    fp32; initial and final states [N, HV, V, K] fp32, the final ones written to output_state) on the naive
-    recurrence."""
+    fp32; states [N, HV, V, K] fp32 per sequence, the final ones written to output_state; or, with state_indices,
+    a state pool [S, HV, V, K] in its own dtype read and written by slot) on the naive recurrence."""
     N = cu_seqlens.shape[0] - 1
     assert q.dtype in (torch.bfloat16, torch.float16) and g.dtype == beta.dtype == torch.float32
-    assert initial_state.dtype == output_state.dtype == torch.float32 and initial_state.shape[1:] == (
-        v.shape[1], v.shape[2], q.shape[2]) and output_final_state
-    states = initial_state.transpose(-1, -2).clone()  # [N, HV, K, V]
-    o = naive_recurrent_gated_delta_rule(q, k, v, g.log(), beta, scale, states, cu_seqlens, torch.arange(N),
+    assert initial_state.shape[1:] == (v.shape[1], v.shape[2], q.shape[2]) and output_final_state
+    if state_indices is None:
+        assert initial_state.dtype == output_state.dtype == torch.float32 and initial_state.shape[0] == N
+        states = initial_state.transpose(-1, -2).clone()  # [N, HV, K, V]
+        slots = torch.arange(N)
+    else:
+        assert initial_state.is_contiguous() and output_state is initial_state
+        assert len(set(state_indices.tolist())) == N and bool((state_indices >= 0).all())
+        states = initial_state.transpose(-1, -2).float()  # [S, HV, K, V], read and written by slot
+        slots = state_indices
+    o = naive_recurrent_gated_delta_rule(q, k, v, g.log(), beta, scale, states, cu_seqlens, slots,
                                          torch.ones(N, dtype=torch.bool), use_qk_l2norm_in_kernel)
     output_state.copy_(states.transpose(-1, -2))
     return o, output_state
@@ -326,7 +333,12 @@ def test_chunk_gated_delta_rule_library_gathers_and_scatters_states(monkeypatch,
     lens, H, HV, K, V = [20, 7, 30, 5, 9], 1, 2, 16, 16
     q, k, v, g, beta, states0 = qkv_g_beta(sum(lens), H, HV, K, V, torch.bfloat16, S=8)  # fla serves 16-bit inputs
     cu, idx, has_init = prefill_slots(lens, states0, torch.Generator().manual_seed(0))  # has_init False: NaN slots
-    for vk in (False, True):  # the cache's memory [S, HV, K, V], or [S, HV, V, K] seen through a transposed view
+    unused = next(s for s in range(states0.shape[0]) if s not in idx.tolist())
+    for vk, pad in ((False, True), (True, True), (False, False), (True, False)):
+        # the cache's memory [S, HV, K, V], or [S, HV, V, K] seen through a transposed view; without padding
+        # (a slot for every sequence) FlashInfer's backend takes its state-pool mode on [V, K] caches
+        idx = idx.clone()
+        idx[1] = -1 if pad else unused
         ref_states = states0.clone()
         ref = naive_recurrent_gated_delta_rule(q, k, v, g, beta, 0.25, ref_states, cu, idx, has_init, True)
         states = states0.transpose(-1, -2).contiguous().transpose(-1, -2) if vk else states0.clone()

@@ -338,7 +338,8 @@ def check_causal_conv1d_fwd(device, lens, D, L=3, dtype=torch.float32, state_dty
 
 def check_causal_conv1d_update(device, B, D, L=3, dtype=torch.float32, state_dtype=torch.float32, bias=True,
                                silu=True, seed=0, **launch):
-    """launch: run our Triton launcher with these arguments (rows, BD; interpret or cuda:triton) instead of the op."""
+    """launch: run our Triton launcher with these arguments (BD, num_warps; interpret or cuda:triton) instead of the
+    op."""
     gen = torch.Generator().manual_seed(seed)
     S, W = B + 3, 4
     x_rows, weight, b, states0 = conv_rows(B, D + 8, D, W, L, S, dtype, state_dtype, bias, gen)
