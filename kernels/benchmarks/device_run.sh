@@ -21,12 +21,12 @@ if [ -f .fidsl/cu13.tar.xz ]; then mkdir -p $FI && tar xJf .fidsl/cu13.tar.xz -C
 [ -f .fiwhl/site.tar.xz ] && [ -d $FI/nvidia_cutlass_dsl ] && tar xJf .fiwhl/site.tar.xz -C $FI
 [ -d $FI/flashinfer ] && PYTHONPATH=$PYTHONPATH:$FI:$FI/nvidia_cutlass_dsl/dsl_packages
 # causal-conv1d (optional anchor): built here from its sdist in .whl/, kept in /tmp/cc1d
-CC=/tmp/cc1d
-if [ "${BUILD_CC1D:-1}" = 1 ] && ls .whl/causal_conv1d-*.tar.gz >/dev/null 2>&1 && [ ! -d $CC/causal_conv1d ]; then
-    timeout "${BUILD_TIMEOUT:-400}" python3 kernels/benchmarks/build_causal_conv1d.py .whl/causal_conv1d-*.tar.gz $CC \
+CC1D=/tmp/cc1d
+if [ "${BUILD_CC1D:-1}" = 1 ] && ls .whl/causal_conv1d-*.tar.gz >/dev/null 2>&1 && [ ! -d $CC1D/causal_conv1d ]; then
+    timeout "${BUILD_TIMEOUT:-400}" python3 kernels/benchmarks/build_causal_conv1d.py .whl/causal_conv1d-*.tar.gz $CC1D \
         2>&1 | tail -5
 fi
-[ -d $CC/causal_conv1d ] && PYTHONPATH=$PYTHONPATH:$CC
+[ -d $CC1D/causal_conv1d ] && PYTHONPATH=$PYTHONPATH:$CC1D
 export PYTHONPATH
 [ "${SETUP_ONLY:-0}" = 1 ] && exit 0
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu --format=csv,noheader
