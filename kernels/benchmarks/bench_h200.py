@@ -254,16 +254,6 @@ def prefill_flashinfer_anchors(fi, row, q, k, v, g, beta, S, il, idx, hi, cu, re
                                                           use_qk_l2norm_in_kernel=True, state_indices=idx))
     except Exception as e:  # noqa: BLE001
         print(f"FlashInfer pool mode failed: {e!r}"[:300])
-    # where our backend's time over the kernel goes (diagnostics: each adds one of its steps to the pool call)
-    steps = {"+ slot check sync": lambda: bool((idx >= 0).all()),
-             "+ fresh slots sync": lambda: idx[~hi].long(),
-             "+ alpha": lambda: torch.exp(g)}
-    for name, step in steps.items():
-        def pool_with(step=step):
-            step()
-            return fi(q, k, v, g=alpha, beta=beta, scale=SCALE, initial_state=mem, output_final_state=True,
-                      cu_seqlens=cu, output_state=mem, use_qk_l2norm_in_kernel=True, state_indices=idx)
-        row.times[f"FlashInfer pool mode {name}"] = ms(pool_with)
 
 
 def decode_inputs(B, state_dtype, vk, gen, n_sets):

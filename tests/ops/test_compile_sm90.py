@@ -56,7 +56,8 @@ def _compile(family: str) -> int:
     """Runs family's launchers in every configuration; returns how many launches compiled."""
     _compile_only()
     from qwen3next_kernels.conv import triton as conv
-    from qwen3next_kernels.gated_delta_rule import triton_chunk, triton_decode, triton_fused_recurrent, triton_verify
+    from qwen3next_kernels.gated_delta_rule import (library_chunk, triton_chunk, triton_decode, triton_fused_recurrent,
+                                                    triton_verify)
     from qwen3next_kernels.gating.triton import gdn_gating_triton
     from qwen3next_kernels.norm.triton import gated_rms_norm_triton
 
@@ -114,7 +115,12 @@ def _compile(family: str) -> int:
                 elif family == "chunk":
                     triton_chunk.chunk_gated_delta_rule_fwd_triton(q, q, v, g, g, 0.1, st, cu, idx,
                                                                    torch.ones(3, dtype=torch.bool), True)
-                    n += 1
+                    # the library backends' slot kernels, through their host functions (CPU tensors: force them)
+                    library_chunk._on_triton = lambda t: True
+                    cache = st.transpose(-1, -2) if vk else st  # the memory's own layout
+                    h0 = library_chunk.initial_states(cache, idx, torch.ones(3, dtype=torch.bool))
+                    library_chunk.write_back(v.clone(), h0, cache, cu, idx)
+                    n += 3
     return n
 
 

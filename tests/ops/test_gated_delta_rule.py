@@ -4,6 +4,7 @@ Triton interpreted, each CUDA backend: fla's chunk kernels too), then opcheck. g
 against the references in test_cpu_ext.py."""
 import sys
 import types
+from unittest import mock
 
 import pytest
 import torch
@@ -291,23 +292,15 @@ def naive_fla_chunk(q, k, v, g, beta, scale, initial_state, output_final_state, 
 
 
 def naive_flashinfer_chunk(q, k, v, g, beta, scale, initial_state, output_final_state, cu_seqlens,
-                           use_qk_l2norm_in_kernel, output_state, state_indices=None):
+                           use_qk_l2norm_in_kernel, output_state):
     """flashinfer.gdn_prefill.chunk_gated_delta_rule's contract ([T, ...] 16-bit q, k, v; alpha = exp(g) and beta
-    fp32; states [N, HV, V, K] fp32 per sequence, the final ones written to output_state; or, with state_indices,
-    a state pool [S, HV, V, K] in its own dtype read and written by slot) on the naive recurrence."""
+    fp32; states [N, HV, V, K] fp32 per sequence, the final ones written to output_state) on the naive recurrence."""
     N = cu_seqlens.shape[0] - 1
     assert q.dtype in (torch.bfloat16, torch.float16) and g.dtype == beta.dtype == torch.float32
-    assert initial_state.shape[1:] == (v.shape[1], v.shape[2], q.shape[2]) and output_final_state
-    if state_indices is None:
-        assert initial_state.dtype == output_state.dtype == torch.float32 and initial_state.shape[0] == N
-        states = initial_state.transpose(-1, -2).clone()  # [N, HV, K, V]
-        slots = torch.arange(N)
-    else:
-        assert initial_state.is_contiguous() and output_state is initial_state
-        assert len(set(state_indices.tolist())) == N and bool((state_indices >= 0).all())
-        states = initial_state.transpose(-1, -2).float()  # [S, HV, K, V], read and written by slot
-        slots = state_indices
-    o = naive_recurrent_gated_delta_rule(q, k, v, g.log(), beta, scale, states, cu_seqlens, slots,
+    assert initial_state.shape == (N, v.shape[1], v.shape[2], q.shape[2]) and output_final_state
+    assert initial_state.dtype == output_state.dtype == torch.float32
+    states = initial_state.transpose(-1, -2).clone()  # [N, HV, K, V]
+    o = naive_recurrent_gated_delta_rule(q, k, v, g.log(), beta, scale, states, cu_seqlens, torch.arange(N),
                                          torch.ones(N, dtype=torch.bool), use_qk_l2norm_in_kernel)
     output_state.copy_(states.transpose(-1, -2))
     return o, output_state
@@ -317,35 +310,39 @@ LIBRARY_KERNELS = {"fla": (("fla", "fla.ops", "fla.ops.gated_delta_rule"), naive
                    "flashinfer": (("flashinfer", "flashinfer.gdn_prefill"), naive_flashinfer_chunk)}
 
 
-@pytest.mark.parametrize("library", LIBRARY_KERNELS)
-def test_chunk_gated_delta_rule_library_gathers_and_scatters_states(monkeypatch, library):
-    """A library backend's own work (initial states by slot, a slot without initial state not read, padded
-    sequences, final states back by slot, the library's argument conventions) on CPU, the library's kernel replaced
-    by the naive recurrence on its documented contract."""
+def check_library_chunk(device, library):
+    """A library backend's own work on CPU tensors, its kernel replaced by the naive recurrence on the library's
+    documented contract: initial states by slot (a slot without initial state not read), padded sequences (outputs
+    zeroed, states dropped), final states back by slot, the library's argument conventions. device "cpu" runs the
+    slot kernels' references, "interpret" the slot kernels."""
     from qwen3next_kernels.gated_delta_rule import library_chunk
 
-    chunk_gated_delta_rule_library = getattr(library_chunk, f"chunk_gated_delta_rule_{library}")
     modules, naive = LIBRARY_KERNELS[library]
     lib = types.ModuleType(modules[-1])
     lib.chunk_gated_delta_rule = naive
-    for name in modules:
-        monkeypatch.setitem(sys.modules, name, lib)
     lens, H, HV, K, V = [20, 7, 30, 5, 9], 1, 2, 16, 16
     q, k, v, g, beta, states0 = qkv_g_beta(sum(lens), H, HV, K, V, torch.bfloat16, S=8)  # fla serves 16-bit inputs
     cu, idx, has_init = prefill_slots(lens, states0, torch.Generator().manual_seed(0))  # has_init False: NaN slots
     unused = next(s for s in range(states0.shape[0]) if s not in idx.tolist())
-    for vk, pad in ((False, True), (True, True), (False, False), (True, False)):
-        # the cache's memory [S, HV, K, V], or [S, HV, V, K] seen through a transposed view; without padding
-        # (a slot for every sequence) FlashInfer's backend takes its state-pool mode on [V, K] caches
-        idx = idx.clone()
-        idx[1] = -1 if pad else unused
-        ref_states = states0.clone()
-        ref = naive_recurrent_gated_delta_rule(q, k, v, g, beta, 0.25, ref_states, cu, idx, has_init, True)
-        states = states0.transpose(-1, -2).contiguous().transpose(-1, -2) if vk else states0.clone()
-        o = chunk_gated_delta_rule_library(q, k, v, g, beta, 0.25, states, cu, idx, has_init, True)
-        assert o.dtype == v.dtype and o.isfinite().all() and rel_rms(o, ref.to(v.dtype)) < 1e-6
-        assert_padded_zero(o, cu, idx)
-        assert_states(states, ref_states, states0, idx, 1e-6)
+    with mock.patch.dict(sys.modules, {name: lib for name in modules}):
+        for vk, pad in ((False, True), (True, True), (False, False), (True, False)):
+            # the cache's memory [S, HV, K, V], or [S, HV, V, K] seen through a transposed view
+            idx = idx.clone()
+            idx[1] = -1 if pad else unused
+            ref_states = states0.clone()
+            ref = naive_recurrent_gated_delta_rule(q, k, v, g, beta, 0.25, ref_states, cu, idx, has_init, True)
+            states = states0.transpose(-1, -2).contiguous().transpose(-1, -2) if vk else states0.clone()
+            o = getattr(library_chunk, f"chunk_gated_delta_rule_{library}")(q, k, v, g, beta, 0.25, states, cu, idx,
+                                                                           has_init, True)
+            assert o.dtype == v.dtype and o.isfinite().all() and rel_rms(o, ref.to(v.dtype)) < 1e-6
+            assert_padded_zero(o, cu, idx)
+            assert_states(states, ref_states, states0, idx, 1e-6)
+
+
+@pytest.mark.parametrize("device", ["cpu", "interpret"])
+@pytest.mark.parametrize("library", LIBRARY_KERNELS)
+def test_chunk_gated_delta_rule_library_gathers_and_scatters_states(run, device, library):
+    run(check_library_chunk, device, library)
 
 
 def test_chunk_gated_delta_rule_libraries_leave_fp32_to_ours(monkeypatch):
