@@ -11,6 +11,7 @@ choice in one INFO line. Settings:
     QWEN3NEXT_TRITON_CPU=1  (with TRITON_INTERPRET=1)           our Triton kernels also serve CPU tensors, so that
                                                                  a CPU engine runs the exact CUDA code path
 """
+import functools
 import importlib
 import importlib.util
 import logging
@@ -23,6 +24,7 @@ logger = logging.getLogger(__name__)
 FORCE_ENV = "QWEN3NEXT_KERNELS"
 TRITON_CPU_ENV = "QWEN3NEXT_TRITON_CPU"
 LIBRARIES = {"triton": "triton", "fla": "fla", "flashinfer": "flashinfer"}  # backend -> the module it needs
+KERNEL_MODULES = {"triton": "triton", "fla": "fla.ops.gated_delta_rule", "flashinfer": "flashinfer.gdn_prefill"}
 ARCHS = {"flashinfer": (9, 10, 12)}  # backend -> the compute-capability majors its kernels serve (others: any)
 
 
@@ -49,12 +51,25 @@ def _forced(ops: list[str]) -> dict[str, str]:
 
 
 def installed(backend: str) -> bool:
-    """The backend's library is importable and, where its kernels serve only some GPUs, this one is among them."""
-    if importlib.util.find_spec(LIBRARIES[backend]) is None:
+    """The backend's kernels import and, where they serve only some GPUs, this one is among them."""
+    if backend in ARCHS and not (torch.cuda.is_available()
+                                 and torch.cuda.get_device_capability()[0] in ARCHS[backend]):
         return False
-    if backend not in ARCHS:
-        return True
-    return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] in ARCHS[backend]
+    return _importable(KERNEL_MODULES[backend])
+
+
+@functools.cache
+def _importable(module: str) -> bool:
+    """module imports. A library that is installed but fails to import (a missing dependency of its own, say) is
+    passed over with a warning naming the error, not chosen to fail at the first prefill."""
+    if importlib.util.find_spec(module.split(".")[0]) is None:
+        return False
+    try:
+        importlib.import_module(module)
+    except Exception as e:  # noqa: BLE001  (any import failure: the backend is unusable)
+        logger.warning("%s is installed but does not import (%r): its kernels are not used", module, e)
+        return False
+    return True
 
 
 def resolve(path: str):

@@ -14,12 +14,21 @@ ln -sfn "$PWD/kernels" /tmp/site/qwen3next_kernels
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 TRITON_CACHE_DIR=$PWD/.tcache
 # FlashInfer (optional) is too large to travel in one call: its CuTe DSL libraries (.fidsl/cu13.tar.xz, the
 # nvidia-cutlass-dsl-libs-cu13 wheel's files) come in a first call, the rest (.fiwhl/site.tar.xz: flashinfer-python
-# without its C++ sources, nvidia-cutlass-dsl, apache-tvm-ffi, cuda-tile, for the machine's Python) in the next, on
-# the same warm machine. Both unpack outside the working tree (/tmp/fidsl), which alone outlasts a call there.
+# without its C++ sources, nvidia-cutlass-dsl with its -libs-base and -libs-core, apache-tvm-ffi, cuda-tile, for the
+# machine's Python) in the next, on the same warm machine. Both unpack outside the working tree (/tmp/fidsl), which
+# alone outlasts a call there.
 FI=/tmp/fidsl/site
 if [ -f .fidsl/cu13.tar.xz ]; then mkdir -p $FI && tar xJf .fidsl/cu13.tar.xz -C $FI; fi
 [ -f .fiwhl/site.tar.xz ] && [ -d $FI/nvidia_cutlass_dsl ] && tar xJf .fiwhl/site.tar.xz -C $FI
 [ -d $FI/flashinfer ] && PYTHONPATH=$PYTHONPATH:$FI:$FI/nvidia_cutlass_dsl/dsl_packages
+# FlashInfer's own needs that the machine may lack (.fiwhl/fallback): unpacked only where their module does not import
+if [ -d $FI/flashinfer ] && [ -d .fiwhl/fallback ]; then
+    for wm in cuda_bindings:cuda.bindings cuda_pathfinder:cuda.pathfinder einops:einops tabulate:tabulate \
+              nvidia_ml_py:pynvml click:click; do
+        PYTHONPATH=$PYTHONPATH python3 -c "import ${wm#*:}" 2>/dev/null && continue
+        echo "fallback wheel: ${wm%%:*}" && python3 -m zipfile -e .fiwhl/fallback/${wm%%:*}-*.whl $FI
+    done
+fi
 # causal-conv1d (optional anchor): built here from its sdist in .whl/, kept in /tmp/cc1d. BUILD_CC1D=bg builds it in
 # a process of its own session, which outlasts this call (a setup call, then the tests of the next overlap it).
 CC1D=/tmp/cc1d

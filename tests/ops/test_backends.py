@@ -46,7 +46,7 @@ def test_flashinfer_only_on_the_gpus_its_kernels_serve(monkeypatch, capability, 
     """FlashInfer's GDN prefill runs on Hopper and Blackwell: elsewhere the next backend (fla) is chosen, and forcing
     it names the GPUs it needs."""
     monkeypatch.delenv(backends.FORCE_ENV, raising=False)
-    monkeypatch.setattr(backends.importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setattr(backends, "_importable", lambda module: True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     assert backends.installed("flashinfer") is usable and backends.installed("fla")
@@ -152,3 +152,26 @@ print("cpu", launched)
     for op in ALL_OPS:
         assert "_kernel" in launches[op], (op, launches[op])
     assert launches["gdn_gating"] == "['gdn_gating_fwd_kernel']" and "gdn_decode_kernel" in launches["gdn_decode"]
+
+
+def test_a_library_that_does_not_import_is_passed_over(monkeypatch, caplog):
+    """Installed (find_spec finds it) but broken (its import raises: FlashInfer without its CuTe DSL, say): not
+    chosen, and the warning names the error."""
+    monkeypatch.delenv(backends.FORCE_ENV, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    monkeypatch.setattr(backends.importlib.util, "find_spec", lambda name: object())
+
+    def import_module(name):
+        if name.startswith("flashinfer"):
+            raise ModuleNotFoundError("No module named 'cutlass.cute'")
+        return object()
+
+    monkeypatch.setattr(backends.importlib, "import_module", import_module)
+    backends._importable.cache_clear()
+    try:
+        with caplog.at_level("WARNING", logger=backends.__name__):
+            assert backends.choose()["chunk_gated_delta_rule"] == "fla"
+    finally:
+        backends._importable.cache_clear()
+    assert "flashinfer.gdn_prefill is installed but does not import" in caplog.text and "cutlass.cute" in caplog.text
