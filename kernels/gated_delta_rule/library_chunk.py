@@ -151,8 +151,8 @@ def chunk_gated_delta_rule_flashinfer(q, k, v, g, beta, scale, ssm_states, cu_se
     o, ht = chunk_gated_delta_rule(
         q.contiguous(), k.contiguous(), v.contiguous(), g=g.float().exp(), beta=beta.float().contiguous(),
         scale=scale, initial_state=h0, output_final_state=True, cu_seqlens=cu_seqlens,
-        use_qk_l2norm_in_kernel=use_qk_l2norm, output_state=h0,
-    )
+        use_qk_l2norm_in_kernel=use_qk_l2norm,
+    )  # output_state not aliased to h0: its context-parallel path (long sequences) may read h0 after a write
     if not state_v_first:
         ht = ht.transpose(-1, -2).contiguous()
     o = o.to(v.dtype)
