@@ -77,8 +77,9 @@ def resolve(path: str):
     return getattr(importlib.import_module(module), name)
 
 
-def choose() -> dict[str, str]:
-    """op -> backend name for CUDA tensors (ops without an installed backend are left out)."""
+def choose(prefer: dict[str, list[str]] | None = None) -> dict[str, str]:
+    """op -> backend name for CUDA tensors (ops without an installed backend are left out). prefer: op -> backends
+    tried first, in order (a caller's setting, vLLM's --gdn-prefill-backend say); QWEN3NEXT_KERNELS still wins."""
     tables = _tables()
     forced = _forced(list(tables))
     chosen = {}
@@ -92,21 +93,22 @@ def choose() -> dict[str, str]:
                                  f"which is not installed{archs}")
             chosen[op] = forced[op]
         else:
-            first = next((name for name in backends if installed(name)), None)
+            order = [*(prefer or {}).get(op, ()), *backends]
+            first = next((name for name in order if name in backends and installed(name)), None)
             if first is not None:
                 chosen[op] = first
     return chosen
 
 
-def register() -> None:
-    """Register the chosen backend of every op for CUDA (where a GPU is present) and, under QWEN3NEXT_TRITON_CPU=1,
-    our Triton kernels for CPU tensors."""
+def register(prefer: dict[str, list[str]] | None = None) -> None:
+    """Register the chosen backend of every op for CUDA (where a GPU is present; prefer as in choose) and, under
+    QWEN3NEXT_TRITON_CPU=1, our Triton kernels for CPU tensors."""
     triton_cpu = os.environ.get(TRITON_CPU_ENV) == "1"
     if not (torch.cuda.is_available() or triton_cpu):
         return
     tables = _tables()
     if torch.cuda.is_available():
-        chosen = choose()
+        chosen = choose(prefer)
         for op, backend in chosen.items():
             _custom_op(op).register_kernel("cuda")(resolve(tables[op][backend]))
         logger.info("qwen3next_kernels: CUDA backends: %s", ", ".join(f"{op}={b}" for op, b in sorted(chosen.items())))

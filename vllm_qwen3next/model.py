@@ -44,6 +44,7 @@ from vllm.model_executor.models.utils import (
 from vllm.platforms import current_platform
 from vllm.sequence import IntermediateTensors
 
+from vllm_qwen3next import prefill_backend
 from vllm_qwen3next.fixes import pp_block_size, pp_intermediate_tensors
 from vllm_qwen3next.fixes import generator
 from vllm_qwen3next.fixes import mamba_copy
@@ -197,6 +198,7 @@ class Qwen3NextForCausalLM(
         config = vllm_config.model_config.hf_text_config
         validate_config(config, vllm_config.parallel_config.tensor_parallel_size)
         refuse_unsupported(vllm_config)
+        prefill_backend.apply(vllm_config)
         self.config = config
         self.vllm_config = vllm_config
         _split_gdn_core_out_of_graphs(vllm_config)
@@ -271,6 +273,7 @@ class Qwen3NextForCausalLM(
 
 def refuse_unsupported(vllm_config: VllmConfig) -> None:
     """What vLLM's built-in Qwen3-Next serves and ours does not: fail at start."""
+    prefill_backend.check(vllm_config)
     if vllm_config.parallel_config.use_sequence_parallel_moe:
         raise ValueError(
             "vllm_qwen3next does not support sequence-parallel MoE "

@@ -175,3 +175,17 @@ def test_a_library_that_does_not_import_is_passed_over(monkeypatch, caplog):
     finally:
         backends._importable.cache_clear()
     assert "flashinfer.gdn_prefill is installed but does not import" in caplog.text and "cutlass.cute" in caplog.text
+
+
+def test_prefer_reorders_one_op_and_the_forcing_variable_wins(installed, monkeypatch):
+    """choose(prefer): the named backends first, where installed (vLLM's --gdn-prefill-backend triton maps to
+    ["fla", "triton"]); other ops untouched; QWEN3NEXT_KERNELS naming the op wins."""
+    installed("triton", "fla", "flashinfer")
+    prefer = {"chunk_gated_delta_rule": ["fla", "triton"]}
+    assert backends.choose(prefer)["chunk_gated_delta_rule"] == "fla"
+    assert backends.choose(prefer)["gdn_decode"] == backends.choose()["gdn_decode"] == "triton"
+    installed("triton", "flashinfer")
+    assert backends.choose(prefer)["chunk_gated_delta_rule"] == "triton"
+    assert backends.choose({"chunk_gated_delta_rule": ["cutedsl"]})["chunk_gated_delta_rule"] == "flashinfer"
+    monkeypatch.setenv(backends.FORCE_ENV, "chunk_gated_delta_rule=flashinfer")
+    assert backends.choose(prefer)["chunk_gated_delta_rule"] == "flashinfer"
