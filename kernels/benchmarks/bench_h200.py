@@ -22,7 +22,8 @@ What each row times, with the same work in the timed region for every column:
 Layouts: `kv` = states in memory [HV, K, V], `vk` = [HV, V, K] (the cache layout on CUDA, layers/state.py).
 Anchors (each optional; a missing one shows as '-'): fla from `import fla` (carry fla-core's wheel), vLLM's own
 Triton kernels from copies under --anchors DIR (built by make_anchors.py; never part of this repository).
-Sizes: H = 16 key heads, HV = 32 value heads, K = V = 128, D = 8192 conv channels, W = 4; bf16 activations.
+Sizes: H = 16 key heads, HV = 32 value heads, K = V = 128, D = 8192 conv channels, W = 4; bf16 activations; per
+rank at BENCH_TP=2 or 4 (H and HV divided, D = 2 H K + HV V).
 Prefill, conv and norm: median of triton.testing.do_bench (L2 flushed before every run); decode and verify: median
 replay of a CUDA graph (as vLLM runs decode steps) rotating over disjoint state slots so that states come from
 HBM. Floor = the fewest bytes the op must move (each input read once, each output and state written once) over the
@@ -52,7 +53,8 @@ from qwen3next_kernels.gated_delta_rule.triton_verify import recurrent_gated_del
 from qwen3next_kernels.norm.triton import gated_rms_norm_triton
 
 SMOKE = os.environ.get("BENCH_SMOKE") == "1"
-H, HV, K, V = (1, 2, 16, 16) if SMOKE else (16, 32, 128, 128)
+TP = int(os.environ.get("BENCH_TP", "1"))  # per-rank sizes of Qwen3-Next at this tensor-parallel size (1, 2, 4)
+H, HV, K, V = (1, 2, 16, 16) if SMOKE else (16 // TP, 32 // TP, 128, 128)
 D, W = 2 * H * K + HV * V, 4
 SCALE = K ** -0.5
 DEV = "cpu" if SMOKE else "cuda"
@@ -502,7 +504,8 @@ def is_ours(name):
 
 def table(card, bw, rows):
     lines = [f"Card: {card}; device copy {bw / 1e12:.2f} TB/s (read + write); torch {torch.__version__}, "
-             f"triton {triton.__version__}. Times in us (see the script's docstring for what each row times).", "",
+             f"triton {triton.__version__}. Per-rank sizes at TP {TP}: H = {H}, HV = {HV}, K = {K}, V = {V}, D = {D}. "
+             "Times in us (see the script's docstring for what each row times).", "",
              "| op | case | anchors | ours (each variant) | built-in's choice | default | ratio | fraction of floor "
              "| best of ours | check |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
