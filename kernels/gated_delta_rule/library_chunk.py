@@ -8,11 +8,11 @@ continue one, scatter the final states back by slot, zero the outputs of padded 
 or, with state_v_first, [N, HV, V, K] (either of our cache layouts); FlashInfer takes [N, HV, V, K] fp32 (the CUDA
 cache layout, layers/state.py) and the decay as alpha = exp(g). FlashInfer's state-pool mode (the cache itself and
 the slots) is not used: it needs a valid, unique slot per sequence, which padding breaks and which only a host sync
-could check; with the syncs it cost 0.65-0.96x of the built-in's call. fp32 activations go to our Triton kernel
+could check (each sync cost more than the gather and scatter it saves). fp32 activations go to our Triton kernel
 (tf32x3 dots) on both: fla's dots run in tf32 for fp32 inputs (about 1e-3 off the fp32 reference at the Qwen3-Next
 sizes: tests/ops/test_gated_delta_rule.py fails it at 1e-4) and FlashInfer's kernels take 16-bit activations. fla
-leaves a batch of one sequence to ours too, where its [V, K]-state path is slower (2551 against 1745 us at
-1 x 8192, RESULTS_H200.md).
+leaves a batch of one sequence to ours too, where its kernel is slower (1804.5 and 2374.6 against our 1745.7 and
+1723.2 us at 1 x 8192 in two runs, RESULTS_H200.md).
 """
 import os
 
