@@ -18,7 +18,7 @@ PREFER = {"flashinfer": ["flashinfer"], "triton": ["fla", "triton"], "cutedsl": 
 
 
 def requested(vllm_config: VllmConfig) -> str:
-    extra = vllm_config.additional_config
+    extra = getattr(vllm_config, "additional_config", None)  # a dict on every VllmConfig; absent on stand-ins
     value = extra.get("gdn_prefill_backend", "auto") if isinstance(extra, dict) else "auto"
     return str(value or "auto").strip().lower()
 
