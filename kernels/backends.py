@@ -23,8 +23,9 @@ logger = logging.getLogger(__name__)
 
 FORCE_ENV = "QWEN3NEXT_KERNELS"
 TRITON_CPU_ENV = "QWEN3NEXT_TRITON_CPU"
-LIBRARIES = {"triton": "triton", "fla": "fla", "flashinfer": "flashinfer"}  # backend -> the module it needs
+# backend -> the module its kernels need, and the library (distribution's top module) that brings it
 KERNEL_MODULES = {"triton": "triton", "fla": "fla.ops.gated_delta_rule", "flashinfer": "flashinfer.gdn_prefill"}
+LIBRARIES = {backend: module.split(".")[0] for backend, module in KERNEL_MODULES.items()}
 ARCHS = {"flashinfer": (9, 10, 12)}  # backend -> the compute-capability majors its kernels serve (others: any)
 
 

@@ -53,8 +53,9 @@ def test_requests_map_onto_our_backends(gpu, name, backend, ours):
     if backend == "cutedsl" and name == "sm100":
         assert builtin == "cutedsl"  # only the built-in has it: refused at start
         with pytest.raises(ValueError, match=r"CuTe DSL GDN prefill.*VLLM_PLUGINS="):
-            prefill_backend.apply(cfg)
+            prefill_backend.check(cfg)
         return
+    prefill_backend.check(cfg)  # as the model does: refuse_unsupported, then apply
     prefill_backend.apply(cfg)
     assert registered == ([] if ours is None else [{"chunk_gated_delta_rule": ours}])
     # the built-in runs FlashInfer's kernel or its Triton port of fla's: ours prefers the same kernels

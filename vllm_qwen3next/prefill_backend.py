@@ -3,10 +3,10 @@
 The built-in reads it in _resolve_gdn_prefill_backend: "flashinfer" (its default where FlashInfer's kernel serves the
 GPU: Hopper, Blackwell with CUDA 13), "triton" (its Triton port of fla's kernels), "cutedsl" (its own CuTe DSL kernel,
 SM100 only), "aiter_flydsl" (ROCm); a backend the GPU cannot run, or a name it does not know, falls back to
-"triton". Ours maps each request onto
-our backends with the same fallbacks: "triton" prefers the fla backend (the same kernels), then our Triton kernel;
-"flashinfer" is our default already. We have no counterpart of "cutedsl": where the built-in would run it (SM100) the
-request is refused at start. QWEN3NEXT_KERNELS, where it names the op, wins over the flag.
+"triton". Ours maps each request onto our backends with the same fallbacks: "triton" prefers the fla backend (the
+same kernels), then our Triton kernel; "flashinfer" is our default already. We have no counterpart of "cutedsl": where
+the built-in would run it (SM100) the request is refused at start (check, from refuse_unsupported). QWEN3NEXT_KERNELS,
+where it names the op, wins over the flag.
 """
 from vllm.config import VllmConfig
 from vllm.platforms import current_platform
@@ -40,8 +40,8 @@ def check(vllm_config: VllmConfig) -> None:
 
 
 def apply(vllm_config: VllmConfig) -> None:
-    """Register our chunked-prefill backend as the request asks (CUDA only; nothing to do for "auto")."""
-    check(vllm_config)
+    """Register our chunked-prefill backend as the request asks (CUDA only; nothing to do for "auto"). The request
+    has passed check already."""
     backend = requested(vllm_config)
     if backend != "auto" and current_platform.is_cuda():
         prefer = PREFER.get(backend, PREFER["triton"])  # anything else: the built-in's fallback, "triton"

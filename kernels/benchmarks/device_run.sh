@@ -35,7 +35,8 @@ CC1D=/tmp/cc1d
 if [ "${BUILD_CC1D:-1}" != 0 ] && ls .whl/causal_conv1d-*.tar.gz >/dev/null 2>&1 && [ ! -d /tmp/cc1d_src ]; then
     mkdir -p /tmp/cc1d_src  # once per machine: a build started by an earlier call may still run
     cp .whl/causal_conv1d-*.tar.gz kernels/benchmarks/build_causal_conv1d.py /tmp/cc1d_src/
-    build="timeout ${BUILD_TIMEOUT:-400} python3 /tmp/cc1d_src/build_causal_conv1d.py /tmp/cc1d_src/causal_conv1d-*.tar.gz $CC1D"
+    build="timeout ${BUILD_TIMEOUT:-400} python3 /tmp/cc1d_src/build_causal_conv1d.py \
+           /tmp/cc1d_src/causal_conv1d-*.tar.gz $CC1D"
     if [ "${BUILD_CC1D:-1}" = bg ]; then
         setsid nohup bash -c "$build" >/tmp/cc1d_build.log 2>&1 < /dev/null &
     else
@@ -50,7 +51,8 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
         | tee "$OUT/tests.log" | tail -40
 fi
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
-    for _ in $(seq "${CC1D_WAIT:-0}"); do [ -d $CC1D/causal_conv1d ] && break; sleep 1; done  # a build in the background
+    # a build in the background: wait up to CC1D_WAIT seconds for it
+    for _ in $(seq "${CC1D_WAIT:-0}"); do [ -d $CC1D/causal_conv1d ] && break; sleep 1; done
     [ -d $CC1D/causal_conv1d ] && export PYTHONPATH=$PYTHONPATH:$CC1D || tail -3 /tmp/cc1d_build.log 2>/dev/null
     [ -n "${DEADLINE:-}" ] && BENCH_TIMEOUT=$((DEADLINE - $(date +%s)))  # DEADLINE: epoch seconds
     timeout "${BENCH_TIMEOUT:-360}" python3 kernels/benchmarks/bench_h200.py --out "$OUT/RESULTS_H200.md" \

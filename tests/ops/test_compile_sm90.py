@@ -61,6 +61,7 @@ def _compile(family: str) -> int:
     from qwen3next_kernels.gating.triton import gdn_gating_triton
     from qwen3next_kernels.norm.triton import gated_rms_norm_triton
 
+    library_chunk._on_triton = lambda t: True  # the library backends' slot kernels take these CPU tensors too
     n = 0
     i32 = torch.int32
     for dt in (FP32, BF16) if ALL else (BF16,):
@@ -115,8 +116,7 @@ def _compile(family: str) -> int:
                 elif family == "chunk":
                     triton_chunk.chunk_gated_delta_rule_fwd_triton(q, q, v, g, g, 0.1, st, cu, idx,
                                                                    torch.ones(3, dtype=torch.bool), True)
-                    # the library backends' slot kernels, through their host functions (CPU tensors: force them)
-                    library_chunk._on_triton = lambda t: True
+                    # the library backends' slot kernels, through their host functions
                     cache = st.transpose(-1, -2) if vk else st  # the memory's own layout
                     h0 = library_chunk.initial_states(cache, idx, torch.ones(3, dtype=torch.bool))
                     library_chunk.write_back(v.clone(), h0, cache, cu, idx)

@@ -292,10 +292,10 @@ def naive_fla_chunk(q, k, v, g, beta, scale, initial_state, output_final_state, 
 
 
 def naive_flashinfer_chunk(q, k, v, g, beta, scale, initial_state, output_final_state, cu_seqlens,
-                           use_qk_l2norm_in_kernel, output_state=None):
+                           use_qk_l2norm_in_kernel):
     """flashinfer.gdn_prefill.chunk_gated_delta_rule's contract ([T, ...] 16-bit q, k, v; alpha = exp(g) and beta
-    fp32; states [N, HV, V, K] fp32 per sequence, the final ones returned, written to output_state if given) on the
-    naive recurrence."""
+    fp32; states [N, HV, V, K] fp32 per sequence, the final ones returned) on the naive recurrence; our backend
+    passes no output_state (FlashInfer's own buffer: not aliased to the initial states)."""
     N = cu_seqlens.shape[0] - 1
     assert q.dtype in (torch.bfloat16, torch.float16) and g.dtype == beta.dtype == torch.float32
     assert initial_state.shape == (N, v.shape[1], v.shape[2], q.shape[2]) and output_final_state
@@ -303,8 +303,7 @@ def naive_flashinfer_chunk(q, k, v, g, beta, scale, initial_state, output_final_
     states = initial_state.transpose(-1, -2).clone()  # [N, HV, K, V]
     o = naive_recurrent_gated_delta_rule(q, k, v, g.log(), beta, scale, states, cu_seqlens, torch.arange(N),
                                          torch.ones(N, dtype=torch.bool), use_qk_l2norm_in_kernel)
-    final = states.transpose(-1, -2).contiguous()
-    return o, final if output_state is None else output_state.copy_(final)
+    return o, states.transpose(-1, -2).contiguous()
 
 
 LIBRARY_KERNELS = {"fla": (("fla", "fla.ops", "fla.ops.gated_delta_rule"), naive_fla_chunk),
