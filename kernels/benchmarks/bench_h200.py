@@ -11,8 +11,9 @@ What each row times, with the same work in the timed region for every column:
            and `flashinfer` backends (the same libraries behind our op); `default` is the one backends.choose()
            registers on this machine.
   decode   the whole GDN step after the projections (conv update, gating, l2norm, recurrence, gated norm) in one
-           op, states in place by slot. Anchor: vLLM's packed recurrence + its conv update, the built-in's decode
-           (its gated norm is a third launch, not counted).
+           op, states in place by slot. Anchor: vLLM's conv update (launched with PDL on sm_90 and newer, as vLLM
+           does), its packed recurrence and a gated norm (our launch standing in for fla's), the built-in's decode.
+           Ours: the default plan with and without PDL, each value-block plan, and the parts alone.
   verify   the speculative verification recurrence, k + 1 tokens per sequence, k + 1 states written. Anchor: vLLM's
            fused_recurrent_gated_delta_rule with ssm_state_indices and num_accepted_tokens (the built-in's).
   conv     causal_conv1d_fwd over a varlen batch, conv states read and written by slot. Anchors: vLLM's
@@ -134,12 +135,35 @@ class Anchors:
 def graph_ms(calls, reps=30):
     """Per-call time of a CUDA graph that runs every call once (the way vLLM runs decode steps); the calls rotate
     over disjoint state slots so that the states come from HBM, not L2. None if capture fails."""
+    return graphs_ms({"": calls}, reps)[""]
+
+
+def graphs_ms(named_calls: dict, reps=30) -> dict:
+    """graph_ms of each entry, the graphs replayed in turn (a replay of each per round, so that a drift of the
+    clocks falls on all of them alike); the time of a graph that failed to capture is None."""
     if SMOKE:
-        return ms(calls[0])
+        return {n: ms(calls[0]) for n, calls in named_calls.items()}
+    graphs = {n: capture(calls) for n, calls in named_calls.items()}
+    live = {n: g for n, g in graphs.items() if g is not None}
+    times = {n: [] for n in live}
+    for _ in range(reps):
+        for n, g in live.items():
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            g.replay()
+            end.record()
+            end.synchronize()
+            times[n].append(start.elapsed_time(end))
+    return {n: (sorted(times[n])[reps // 2] / len(named_calls[n]) if n in live else None) for n in graphs}
+
+
+def capture(calls):
+    """A CUDA graph of the calls, each once, after a warm-up run of each (compiles, workspaces); None if capture
+    fails."""
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
-        for c in calls:  # compile, allocate workspaces
+        for c in calls:
             c()
     torch.cuda.current_stream().wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
@@ -152,15 +176,7 @@ def graph_ms(calls, reps=30):
         return None
     graph.replay()
     torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return sorted(times)[len(times) // 2] / len(calls)
+    return graph
 
 
 def rotation(bytes_per_call):
@@ -290,6 +306,7 @@ def decode_cases(anc, bw, rows, log):
             il = x["state_indices"].long()
             row.checks.append(f"out {rel(out, ref):.1e} h {rel(x['ssm_states'][il], cpu['ssm_states'][il.cpu()]):.1e}"
                               f" conv {rel(x['conv_states'][il], cpu['conv_states'][il.cpu()]):.1e}")
+            timed = {}
             for BV, nw in DECODE_BLOCKS:
                 name = "default" if BV is None else f"BV={BV} w={nw}"
                 if BV is not None:  # each variant checked too
@@ -297,22 +314,29 @@ def decode_cases(anc, bw, rows, log):
                     cpu_v["ssm_states"] = cpu_v["ssm_states"].contiguous()
                     x_v = x | {"ssm_states": x["ssm_states"].clone(), "conv_states": x["conv_states"].clone()}
                     row.checks.append(f"{name} {rel(gdn_decode_triton(**x_v, BV=BV, num_warps=nw), ops.gdn_decode(**cpu_v)):.1e}")
-                row.times[f"ours {name}"] = graph_ms([lambda i=i: gdn_decode_triton(
-                    **(x | {"state_indices": i}), BV=BV, num_warps=nw) for i in sets])
+                timed[f"ours {name}"] = [lambda i=i: gdn_decode_triton(
+                    **(x | {"state_indices": i}), BV=BV, num_warps=nw) for i in sets]
+            timed["ours default, no PDL"] = [lambda i=i: gdn_decode_triton(**(x | {"state_indices": i}), pdl=False)
+                                             for i in sets]
             y0 = causal_conv1d_update_triton(x["mixed_qkv"], x["conv_weight"], None, x["conv_states"].clone(),
                                              x["state_indices"], True)
             g0, beta0 = gdn_gating_triton(x["A_log"], x["a"], x["b"], x["dt_bias"])
-            row.times["part: our recurrence op BV=32 w=1"] = graph_ms([
+            timed["part: our recurrence op BV=32 w=1"] = [
                 lambda i=i: fused_recurrent_gated_delta_rule_triton(
                     y0[:, :H * K].view(B, H, K), y0[:, H * K:2 * H * K].view(B, H, K), y0[:, 2 * H * K:].view(B, HV, V),
-                    g0, beta0, SCALE, x["ssm_states"], i, True, BV=32, num_warps=1) for i in sets])
-            for BD, nw in CONV_UPDATE_BLOCKS:
-                row.times[f"part: our conv update BD={BD} w={nw}"] = graph_ms([lambda i=i: causal_conv1d_update_triton(
-                    x["mixed_qkv"], x["conv_weight"], None, x["conv_states"], i, True, BD=BD, num_warps=nw)
-                    for i in sets])
+                    g0, beta0, SCALE, x["ssm_states"], i, True, BV=32, num_warps=1) for i in sets]
+            for rows_kernel, BD, nw in CONV_UPDATE_BLOCKS:
+                kind = "rows" if rows_kernel else "tile"
+                y1 = causal_conv1d_update_triton(x["mixed_qkv"], x["conv_weight"], None, x["conv_states"].clone(),
+                                                 x["state_indices"], True, BD=BD, num_warps=nw, rows=rows_kernel)
+                row.checks.append(f"conv {kind} BD={BD} w={nw} {rel(y1, y0):.1e}")
+                timed[f"part: our conv update {kind} BD={BD} w={nw}"] = [
+                    lambda i=i: causal_conv1d_update_triton(x["mixed_qkv"], x["conv_weight"], None, x["conv_states"],
+                                                            i, True, BD=BD, num_warps=nw, rows=rows_kernel)
+                    for i in sets]
             o0 = torch.randn(B, HV, V, device=DEV, dtype=BF16)
-            row.times["part: our gated norm"] = graph_ms([lambda: gated_rms_norm_triton(
-                o0, x["z"], x["norm_weight"], 1e-6) for _ in sets])
+            timed["part: our gated norm"] = [lambda: gated_rms_norm_triton(o0, x["z"], x["norm_weight"], 1e-6)
+                                             for _ in sets]
             if anc.vllm_rec:
                 st_v = x["ssm_states"].transpose(-1, -2)  # the [S, HV, V, K] memory itself
                 out_v = torch.empty(B, 1, HV, V, device=DEV, dtype=BF16)
@@ -327,17 +351,21 @@ def decode_cases(anc, bw, rows, log):
                     anc.vllm_rec.fused_recurrent_gated_delta_rule_packed_decode(
                         y_v, x["a"], x["b"], x["A_log"], x["dt_bias"], SCALE, st_v, out_v, i, True)
 
-                row.times["vLLM recurrence"] = graph_ms([lambda i=i: v_rec(i) for i in sets])
-                row.times["vLLM conv+recurrence"] = graph_ms([lambda i=i: (v_conv(i), v_rec(i)) for i in sets])
+                v_conv(x["state_indices"])
+                row.checks.append(f"vLLM conv update vs ours {rel(y_v, y0):.1e}")
+                timed["part: vLLM conv update"] = [lambda i=i: v_conv(i) for i in sets]
+                timed["vLLM recurrence"] = [lambda i=i: v_rec(i) for i in sets]
+                timed["vLLM conv+recurrence"] = [lambda i=i: (v_conv(i), v_rec(i)) for i in sets]
                 if anc.cc1d:
                     y_c = anc.cc1d.causal_conv1d_update_function(x["mixed_qkv"].unsqueeze(-1), x["conv_states"].clone(
                         ).transpose(1, 2), x["conv_weight"], None, True, None, x["state_indices"])
                     row.checks.append(f"causal-conv1d update vs ours {rel(y_c.squeeze(-1), y0):.1e}")
-                    row.times["part: causal-conv1d update"] = graph_ms([
+                    timed["part: causal-conv1d update"] = [
                         lambda i=i: anc.cc1d.causal_conv1d_update_function(
-                            x["mixed_qkv"].unsqueeze(-1), cs_v, x["conv_weight"], None, True, None, i) for i in sets])
-                row.times[BUILTIN_DECODE] = graph_ms([lambda i=i: (v_conv(i), v_rec(i), gated_rms_norm_triton(
-                    out_v.view(B, HV, V), x["z"], x["norm_weight"], 1e-6)) for i in sets])
+                            x["mixed_qkv"].unsqueeze(-1), cs_v, x["conv_weight"], None, True, None, i) for i in sets]
+                timed[BUILTIN_DECODE] = [lambda i=i: (v_conv(i), v_rec(i), gated_rms_norm_triton(
+                    out_v.view(B, HV, V), x["z"], x["norm_weight"], 1e-6)) for i in sets]
+            row.times.update(graphs_ms(timed))
             row.times = {n: t for n, t in row.times.items() if t is not None}
             rows.append(row)
             log(f"decode {row.case}: " + "; ".join(row.checks) + " | "
@@ -348,7 +376,8 @@ def decode_cases(anc, bw, rows, log):
 # layer_norm_fwd, which needs vLLM's JIT machinery to run: our gated norm launch stands in for it).
 BUILTIN_DECODE = "vLLM conv+recurrence+norm"
 DECODE_BLOCKS = [(None, None), (32, 1), (32, 2), (64, 2), (128, 4), (128, 8)]
-CONV_UPDATE_BLOCKS = [(256, 2), (256, 4), (1024, 4)]
+CONV_UPDATE_BLOCKS = [(True, 256, 2), (True, 256, 4), (True, 512, 4), (True, 1024, 4), (True, 1024, 8),
+                      (True, 2048, 8), (False, 256, 2)]  # (rows kernel, BD, num_warps); False: the tile kernel
 
 
 def verify_cases(anc, bw, rows, log):

@@ -26,7 +26,9 @@ SHIMS = {
         "    def is_rocm(self): return False\n"
         "    def is_xpu(self): return False\n"
         "    def is_cpu(self): return False\n"
-        "    def is_arch_support_pdl(self): return False\n\n\n"
+        "    def is_arch_support_pdl(self):  # as vLLM's CudaPlatform: compute capability 9 or newer\n"
+        "        import torch\n"
+        "        return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 9\n\n\n"
         "current_platform = _Platform()\n"
     ),
     "v1/attention/backends/utils.py": "NULL_BLOCK_ID = 0\nPAD_SLOT_ID = -1\n",

@@ -471,27 +471,63 @@ def check_fused_recurrent_gated_delta_rule(device, B, H, HV, K, V, dtype=torch.f
     assert_states(states, ref_states, states0, idx, state_tol(state_dtype, device, 1e-5))
 
 
-def check_gdn_decode(device, B, H, HV, K, V, dtype=torch.float32, state_dtype=torch.float32, seed=0):
-    """Against the CPU op (the C++ kernel or the base ops composed; test_cpu_ext.py ties it to the references)."""
+def check_gdn_decode(device, B, H, HV, K, V, dtype=torch.float32, state_dtype=torch.float32, seed=0, steps=1,
+                     graph=False, **launch):
+    """Against the CPU op (the C++ kernel or the base ops composed; test_cpu_ext.py ties it to the references).
+    launch: run our Triton launcher with these arguments (BV, num_warps, pdl) instead of the op. steps: that many
+    steps back to back on the same slots (the output compared is the last one's). graph: the steps as one CUDA
+    graph."""
     gen = torch.Generator().manual_seed(seed)
     x = decode_inputs(B, H, HV, K, V, dtype, state_dtype, gen)
     ref_x = {n: (t.clone() if torch.is_tensor(t) else t) for n, t in x.items()}
     cpu_op = torch.ops.qwen3next.gdn_decode
-    ref = cpu_op(**ref_x)
+    for _ in range(steps):
+        ref = cpu_op(**ref_x)
     D = x["mixed_qkv"].shape[1]
     with op_on("gdn_decode", device) as (op, dev):
+        if launch:
+            from qwen3next_kernels.gated_delta_rule.triton_decode import gdn_decode_triton
+            op = functools.partial(gdn_decode_triton, **launch)
         qkvz = torch.cat([x["mixed_qkv"], x["z"].reshape(B, -1)], 1).to(dev)
         ba = torch.cat([x["b"], x["a"]], 1).to(dev)
         dev_x = {n: (t.to(dev) if torch.is_tensor(t) else t) for n, t in x.items()}
         dev_x.update(mixed_qkv=qkvz[:, :D], z=qkvz[:, D:].view(B, HV, V), b=ba[:, :HV], a=ba[:, HV:])
-        out = op(**dev_x)
+        def run_steps(kwargs):
+            for _ in range(steps):
+                out = op(**kwargs)
+            return out
+        out = replay_as_cuda_graph(run_steps, dev_x, ("ssm_states", "conv_states")) if graph else run_steps(dev_x)
+    def ref32():
+        x32 = upcast(x)
+        for _ in range(steps):
+            out32 = cpu_op(**x32)
+        return out32
     assert out.shape == (B, HV, V) and out.dtype == dtype
-    assert_near_reference(out, ref, lambda: cpu_op(**upcast(x)), dtype, state_dtype, device)
+    assert_near_reference(out, ref, ref32, dtype, state_dtype, device)
     idx = x["state_indices"]
     assert (out[idx.to(dev) < 0] == 0).all()
     assert_states(dev_x["ssm_states"], ref_x["ssm_states"], x["ssm_states"], idx,
                   state_tol(state_dtype, device, 1e-5))
     assert_states(dev_x["conv_states"], ref_x["conv_states"], x["conv_states"], idx, 1e-6)
+
+
+def replay_as_cuda_graph(step, kwargs: dict, mutated: tuple[str, ...]):
+    """step(kwargs) as a CUDA graph: warmed up and captured on copies of the mutated tensors, replayed once the
+    inputs are copied in, the results copied back. The empty tensors are not NaN-filled in the graph (a fill kernel
+    would stand between the kernels of a programmatic dependent launch)."""
+    static = kwargs | {n: kwargs[n].clone() for n in mutated}
+    step(static)  # compiles outside the capture
+    torch.use_deterministic_algorithms(False)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = step(static)
+    for n in mutated:
+        static[n].copy_(kwargs[n])
+    graph.replay()
+    for n in mutated:
+        kwargs[n].copy_(static[n])
+    torch.cuda.synchronize()
+    return out
 
 
 def check_recurrent_gated_delta_rule_verify(device, N, k, H, HV, K, V, dtype=torch.float32,
