@@ -13,7 +13,7 @@ What each row times, with the same work in the timed region for every column:
   decode   the whole GDN step after the projections (conv update, gating, l2norm, recurrence, gated norm) in one
            op, states in place by slot. Anchor: vLLM's conv update (launched with PDL on sm_90 and newer, as vLLM
            does), its packed recurrence and a gated norm (our launch standing in for fla's), the built-in's decode.
-           Ours: the default plan with and without PDL, each value-block plan, and the parts alone.
+           Ours: the default plan, each value-block plan, and the parts alone in their variants.
   verify   the speculative verification recurrence, k + 1 tokens per sequence, k + 1 states written. Anchor: vLLM's
            fused_recurrent_gated_delta_rule with ssm_state_indices and num_accepted_tokens (the built-in's).
   conv     causal_conv1d_fwd over a varlen batch, conv states read and written by slot. Anchors: vLLM's
@@ -140,7 +140,8 @@ def graph_ms(calls, reps=30):
 
 def graphs_ms(named_calls: dict, reps=30) -> dict:
     """graph_ms of each entry, the graphs replayed in turn (a replay of each per round, so that a drift of the
-    clocks falls on all of them alike); the time of a graph that failed to capture is None."""
+    clocks falls on all of them alike); the time of a graph that failed to capture is None. The calls are captured
+    after the caller's loops have ended: a lambda must bind its loop variables as defaults."""
     if SMOKE:
         return {n: ms(calls[0]) for n, calls in named_calls.items()}
     graphs = {n: capture(calls) for n, calls in named_calls.items()}
@@ -314,10 +315,8 @@ def decode_cases(anc, bw, rows, log):
                     cpu_v["ssm_states"] = cpu_v["ssm_states"].contiguous()
                     x_v = x | {"ssm_states": x["ssm_states"].clone(), "conv_states": x["conv_states"].clone()}
                     row.checks.append(f"{name} {rel(gdn_decode_triton(**x_v, BV=BV, num_warps=nw), ops.gdn_decode(**cpu_v)):.1e}")
-                timed[f"ours {name}"] = [lambda i=i: gdn_decode_triton(
+                timed[f"ours {name}"] = [lambda i=i, BV=BV, nw=nw: gdn_decode_triton(
                     **(x | {"state_indices": i}), BV=BV, num_warps=nw) for i in sets]
-            timed["ours default, no PDL"] = [lambda i=i: gdn_decode_triton(**(x | {"state_indices": i}), pdl=False)
-                                             for i in sets]
             y0 = causal_conv1d_update_triton(x["mixed_qkv"], x["conv_weight"], None, x["conv_states"].clone(),
                                              x["state_indices"], True)
             g0, beta0 = gdn_gating_triton(x["A_log"], x["a"], x["b"], x["dt_bias"])
@@ -325,18 +324,21 @@ def decode_cases(anc, bw, rows, log):
                 lambda i=i: fused_recurrent_gated_delta_rule_triton(
                     y0[:, :H * K].view(B, H, K), y0[:, H * K:2 * H * K].view(B, H, K), y0[:, 2 * H * K:].view(B, HV, V),
                     g0, beta0, SCALE, x["ssm_states"], i, True, BV=32, num_warps=1) for i in sets]
-            for rows_kernel, BD, nw in CONV_UPDATE_BLOCKS:
-                kind = "rows" if rows_kernel else "tile"
+            for BD, nw in CONV_UPDATE_BLOCKS:
                 y1 = causal_conv1d_update_triton(x["mixed_qkv"], x["conv_weight"], None, x["conv_states"].clone(),
-                                                 x["state_indices"], True, BD=BD, num_warps=nw, rows=rows_kernel)
-                row.checks.append(f"conv {kind} BD={BD} w={nw} {rel(y1, y0):.1e}")
-                timed[f"part: our conv update {kind} BD={BD} w={nw}"] = [
-                    lambda i=i: causal_conv1d_update_triton(x["mixed_qkv"], x["conv_weight"], None, x["conv_states"],
-                                                            i, True, BD=BD, num_warps=nw, rows=rows_kernel)
+                                                 x["state_indices"], True, BD=BD, num_warps=nw)
+                row.checks.append(f"conv BD={BD} w={nw} {rel(y1, y0):.1e}")
+                timed[f"part: our conv update BD={BD} w={nw}"] = [
+                    lambda i=i, BD=BD, nw=nw: causal_conv1d_update_triton(
+                        x["mixed_qkv"], x["conv_weight"], None, x["conv_states"], i, True, BD=BD, num_warps=nw)
                     for i in sets]
             o0 = torch.randn(B, HV, V, device=DEV, dtype=BF16)
-            timed["part: our gated norm"] = [lambda: gated_rms_norm_triton(o0, x["z"], x["norm_weight"], 1e-6)
-                                             for _ in sets]
+            n0 = gated_rms_norm_triton(o0, x["z"], x["norm_weight"], 1e-6)
+            for BR, nw in NORM_BLOCKS:
+                name = f"BR={BR or 4096 // V} w={nw}"
+                row.checks.append(f"norm {name} {rel(gated_rms_norm_triton(o0, x['z'], x['norm_weight'], 1e-6, BR, nw), n0):.1e}")
+                timed[f"part: our gated norm {name}"] = [lambda BR=BR, nw=nw: gated_rms_norm_triton(
+                    o0, x["z"], x["norm_weight"], 1e-6, BR, nw) for _ in sets]
             if anc.vllm_rec:
                 st_v = x["ssm_states"].transpose(-1, -2)  # the [S, HV, V, K] memory itself
                 out_v = torch.empty(B, 1, HV, V, device=DEV, dtype=BF16)
@@ -376,8 +378,8 @@ def decode_cases(anc, bw, rows, log):
 # layer_norm_fwd, which needs vLLM's JIT machinery to run: our gated norm launch stands in for it).
 BUILTIN_DECODE = "vLLM conv+recurrence+norm"
 DECODE_BLOCKS = [(None, None), (32, 1), (32, 2), (64, 2), (128, 4), (128, 8)]
-CONV_UPDATE_BLOCKS = [(True, 256, 2), (True, 256, 4), (True, 512, 4), (True, 1024, 4), (True, 1024, 8),
-                      (True, 2048, 8), (False, 256, 2)]  # (rows kernel, BD, num_warps); False: the tile kernel
+CONV_UPDATE_BLOCKS = [(256, 2), (256, 4), (512, 4), (1024, 8), (2048, 8)]
+NORM_BLOCKS = [(None, 4), (16, 4), (8, 4), (8, 2), (4, 2), (4, 1), (2, 1), (1, 1)]  # (BR, num_warps)
 
 
 def verify_cases(anc, bw, rows, log):

@@ -3,7 +3,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..utils.triton import pdl_options, pdl_wait, seq_block, seq_chunk_of_program
+from ..utils.triton import seq_block, seq_chunk_of_program
 
 
 @triton.jit(do_not_specialize=["N"])
@@ -143,48 +143,8 @@ def conv_write_final_state(x, p_state, bos, eos, state_lo, stride_x_t, stride_s_
 def causal_conv1d_update_kernel(
     x, weight, bias, conv_states, state_indices, out,
     D, stride_x_b, stride_s_n, stride_s_l,
-    W: tl.constexpr, L: tl.constexpr, BL: tl.constexpr, BD: tl.constexpr,
-    HAS_BIAS: tl.constexpr, ACTIVATION_SILU: tl.constexpr, PDL: tl.constexpr,
-):
-    # One program per (sequence, block of BD channels), the state as one [BL, BD] tile: the conv reads its last
-    # W - 1 rows, the shifted state is written from all L.
-    ND = tl.cdiv(D, BD)
-    i_b, i_d = tl.program_id(0) // ND, tl.program_id(0) % ND
-    o_d = i_d * BD + tl.arange(0, BD)
-    m_d = o_d < D
-    p_out = out + i_b.to(tl.int64) * D + o_d
-    pdl_wait(PDL)
-    slot = tl.load(state_indices + i_b).to(tl.int64)
-    if slot < 0:
-        tl.store(p_out, tl.zeros([BD], dtype=out.dtype.element_ty), mask=m_d)
-        return
-    p_state = conv_states + slot * stride_s_n
-    o_l = tl.arange(0, BL)
-    m_l = o_l < L
-    b_s = tl.load(p_state + o_l[:, None] * stride_s_l + o_d[None, :], mask=m_l[:, None] & m_d[None, :], other=0)
-    b_x = tl.load(x + i_b.to(tl.int64) * stride_x_b + o_d, mask=m_d, other=0)
-    tap = o_l - (L - (W - 1))  # the conv tap of each state row; < 0: before the window
-    b_w = tl.load(weight + o_d[None, :] * W + tap[:, None], mask=(m_l & (tap >= 0))[:, None] & m_d[None, :], other=0)
-    b_y = tl.sum(b_s.to(tl.float32) * b_w.to(tl.float32), 0)
-    b_y += b_x.to(tl.float32) * tl.load(weight + o_d * W + (W - 1), mask=m_d, other=0).to(tl.float32)
-    if HAS_BIAS:
-        b_y += tl.load(bias + o_d, mask=m_d, other=0).to(tl.float32)
-    if ACTIVATION_SILU:
-        b_y = b_y * tl.sigmoid(b_y)
-    tl.store(p_out, b_y.to(out.dtype.element_ty), mask=m_d)
-    tl.debug_barrier()  # every thread has read the old rows before any is overwritten
-    # new state row r: old row r + 1, and the new input at r = L - 1
-    tl.store(p_state + (o_l - 1)[:, None] * stride_s_l + o_d[None, :], b_s,
-             mask=((o_l >= 1) & m_l)[:, None] & m_d[None, :])
-    tl.store(p_state + (L - 1) * stride_s_l + o_d, b_x.to(conv_states.dtype.element_ty), mask=m_d)
-
-
-@triton.jit
-def causal_conv1d_update_rows_kernel(
-    x, weight, bias, conv_states, state_indices, out,
-    D, stride_x_b, stride_s_n, stride_s_l,
     W: tl.constexpr, L: tl.constexpr, BD: tl.constexpr,
-    HAS_BIAS: tl.constexpr, ACTIVATION_SILU: tl.constexpr, PDL: tl.constexpr,
+    HAS_BIAS: tl.constexpr, ACTIVATION_SILU: tl.constexpr,
 ):
     # One program per (sequence, block of BD channels), a row of BD channels at a time (no reduction across
     # threads). Each thread holds its channels through every row (the launcher keeps BD >= 32 num_warps, so no
@@ -197,7 +157,6 @@ def causal_conv1d_update_rows_kernel(
         b_y = tl.load(bias + o_d, mask=m_d, other=0).to(tl.float32)
     b_w = tl.load(weight + o_d * W + (W - 1), mask=m_d, other=0).to(tl.float32)
     p_out = out + i_b.to(tl.int64) * D + o_d
-    pdl_wait(PDL)
     slot = tl.load(state_indices + i_b).to(tl.int64)
     if slot < 0:
         tl.store(p_out, tl.zeros([BD], dtype=out.dtype.element_ty), mask=m_d)
@@ -273,35 +232,25 @@ CONV_FWD_BLOCKS = {"rows": (16, 256, 2), "tile": (64, 128, 4)}
 
 def causal_conv1d_update_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                                 conv_states: torch.Tensor, state_indices: torch.Tensor, activation_silu: bool,
-                                BD: int | None = None, num_warps: int | None = None, rows: bool | None = None,
-                                pdl: bool = False) -> torch.Tensor:
-    """Triton causal_conv1d_update; same contract as the CPU op. x: [B, D] -> out: [B, D].
-
-    rows: the row-at-a-time kernel, else the tile kernel; None: CONV_UPDATE_ROWS. pdl: launch with programmatic
-    dependent launch (utils.triton.use_pdl), as the decode step does."""
+                                BD: int | None = None, num_warps: int | None = None) -> torch.Tensor:
+    """Triton causal_conv1d_update; same contract as the CPU op. x: [B, D] -> out: [B, D]."""
     B, D, W, L, _ = _check_conv(x, weight, bias, conv_states, state_indices)
     assert state_indices.shape == (B,)
     out = torch.empty(B, D, dtype=x.dtype, device=x.device)
     if B == 0:
         return out
-    rows = CONV_UPDATE_ROWS if rows is None else rows
-    d_BD, d_nw = CONV_UPDATE_BLOCKS["rows" if rows else "tile"]
-    BD, num_warps = BD or d_BD, num_warps or d_nw
-    args = (x, weight, bias, conv_states, state_indices, out, D, x.stride(0), conv_states.stride(0),
-            conv_states.stride(1))
-    meta = dict(W=W, L=L, BD=BD, HAS_BIAS=bias is not None, ACTIVATION_SILU=activation_silu, PDL=pdl,
-                num_warps=num_warps, **pdl_options(pdl))
-    if rows:
-        assert BD >= 32 * num_warps, "the rows kernel needs every channel held by one thread: BD >= 32 num_warps"
-        causal_conv1d_update_rows_kernel[(B, triton.cdiv(D, BD))](*args, **meta)
-    else:
-        causal_conv1d_update_kernel[(B * triton.cdiv(D, BD),)](*args, BL=triton.next_power_of_2(L), **meta)
+    BD, num_warps = BD or CONV_UPDATE_BLOCK[0], num_warps or CONV_UPDATE_BLOCK[1]
+    assert BD >= 32 * num_warps, "the conv update needs every channel held by one thread: BD >= 32 num_warps"
+    causal_conv1d_update_kernel[(B, triton.cdiv(D, BD))](
+        x, weight, bias, conv_states, state_indices, out, D, x.stride(0), conv_states.stride(0),
+        conv_states.stride(1), W=W, L=L, BD=BD, HAS_BIAS=bias is not None, ACTIVATION_SILU=activation_silu,
+        num_warps=num_warps,
+    )
     return out
 
 
-# The conv update kernel by default, and each kernel's (BD, num_warps): measured on the H200 (RESULTS_H200.md)
-CONV_UPDATE_ROWS = True
-CONV_UPDATE_BLOCKS = {"rows": (256, 2), "tile": (256, 2)}
+# (BD, num_warps) of the conv update: measured on the H200 (RESULTS_H200.md)
+CONV_UPDATE_BLOCK = (512, 4)
 
 
 @triton.jit

@@ -13,8 +13,7 @@ import triton.language as tl
 from ..conv.triton import causal_conv1d_update_triton
 from ..norm.triton import gated_rms_norm_triton
 from ..utils.triton import (gated_delta_rule_step, gated_rms_norm_apply, head_block_of_program, l2norm_vec,
-                            pdl_options, pdl_wait, softplus_gate, state_is_vk, state_tile_mask, state_tile_offsets,
-                            use_pdl, value_blocks)
+                            softplus_gate, state_is_vk, state_tile_mask, state_tile_offsets, value_blocks)
 
 
 @triton.jit
@@ -22,7 +21,7 @@ def gdn_decode_kernel(
     x, z, a, b, A_log, dt_bias, norm_weight, ssm_states, state_indices, out, scale, eps,
     stride_x_b, stride_z_b, stride_z_h, stride_a_b, stride_b_b, stride_s_n,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    USE_L2NORM: tl.constexpr, ROUND_PRODUCT: tl.constexpr, STATE_VK: tl.constexpr, PDL: tl.constexpr,
+    USE_L2NORM: tl.constexpr, ROUND_PRODUCT: tl.constexpr, STATE_VK: tl.constexpr,
 ):
     # x: the conv's output [B, 2 H K + HV V]. One program per (sequence, value head, V block of BV rows).
     NV: tl.constexpr = (V + BV - 1) // BV
@@ -36,14 +35,11 @@ def gdn_decode_kernel(
     slot = tl.load(state_indices + i_b).to(tl.int64)
     p_out = out + i_b.to(tl.int64) * (HV * V) + i_hv * V + o_v
     if slot < 0:
-        pdl_wait(PDL)
         tl.store(p_out, tl.zeros([BV], dtype=out.dtype.element_ty), mask=m_v)
         return
     p_h = ssm_states + slot * stride_s_n + i_hv * K * V + state_tile_offsets(o_k, o_v, K, V, STATE_VK)
     m_h = state_tile_mask(m_k, m_v, STATE_VK)
-    # Under PDL the state is read while the conv update still runs: only the conv's output x must wait for it.
     b_h = tl.load(p_h, mask=m_h, other=0).to(tl.float32)
-    pdl_wait(PDL)
     p_x = x + i_b.to(tl.int64) * stride_x_b
     b_q = tl.load(p_x + i_h * K + o_k, mask=m_k, other=0).to(tl.float32)
     b_k = tl.load(p_x + (H + i_h) * K + o_k, mask=m_k, other=0).to(tl.float32)
@@ -78,10 +74,9 @@ WHOLE_HEAD_MAX_HEADS = {4: 1023, 2: 1024}
 
 
 def gdn_decode_triton(mixed_qkv, z, a, b, conv_weight, conv_bias, conv_states, A_log, dt_bias, norm_weight,
-                      norm_eps, scale, ssm_states, state_indices, use_qk_l2norm, BV=None, num_warps=None, pdl=None):
+                      norm_eps, scale, ssm_states, state_indices, use_qk_l2norm, BV=None, num_warps=None):
     """Triton gdn_decode (see ops.py). BV, num_warps: decode_plan's by default ([V, K] states), value_blocks' for
-    [K, V] states. pdl: launch the kernels with programmatic dependent launch, each overlapping the previous one's
-    end (the recurrence reads its state meanwhile); None: use_pdl's choice. Returns out: [B, HV, V]."""
+    [K, V] states. Returns out: [B, HV, V]."""
     B, D = mixed_qkv.shape
     HV, K, V = ssm_states.shape[1:]
     H = (D - HV * V) // (2 * K)
@@ -92,8 +87,7 @@ def gdn_decode_triton(mixed_qkv, z, a, b, conv_weight, conv_bias, conv_states, A
     assert A_log.is_contiguous() and dt_bias.is_contiguous() and norm_weight.is_contiguous()
     state_vk = state_is_vk(ssm_states)
     assert state_indices.dtype == torch.int32 and state_indices.shape == (B,) and state_indices.is_contiguous()
-    pdl = use_pdl(mixed_qkv) if pdl is None else pdl
-    x = causal_conv1d_update_triton(mixed_qkv, conv_weight, conv_bias, conv_states, state_indices, True, pdl=pdl)
+    x = causal_conv1d_update_triton(mixed_qkv, conv_weight, conv_bias, conv_states, state_indices, True)
     out = torch.empty(B, HV, V, dtype=mixed_qkv.dtype, device=mixed_qkv.device)
     if B == 0:
         return out
@@ -106,8 +100,8 @@ def gdn_decode_triton(mixed_qkv, z, a, b, conv_weight, conv_bias, conv_states, A
         x.stride(0), z.stride(0), z.stride(1), a.stride(0), b.stride(0), ssm_states.stride(0),
         H=H, HV=HV, K=K, V=V, BK=triton.next_power_of_2(K), BV=BV, USE_L2NORM=use_qk_l2norm,
         ROUND_PRODUCT=torch.promote_types(norm_weight.dtype, mixed_qkv.dtype) != torch.float32,
-        STATE_VK=state_vk, PDL=pdl, num_warps=num_warps, **pdl_options(pdl),
+        STATE_VK=state_vk, num_warps=num_warps,
     )
     if NV > 1:
-        out = gated_rms_norm_triton(out, z, norm_weight, norm_eps, pdl=pdl)
+        out = gated_rms_norm_triton(out, z, norm_weight, norm_eps)
     return out

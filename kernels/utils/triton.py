@@ -1,10 +1,5 @@
 """Triton helpers shared by the op folders: varlen program maps, the gating and norm arithmetic, the delta-rule
-step, launch-size choices, programmatic dependent launch. The shape legend is the package's (qwen3next_kernels/__init__.py).
-"""
-import functools
-import os
-
-import torch
+step, launch-size choices. The shape legend is the package's (qwen3next_kernels/__init__.py)."""
 import triton
 import triton.language as tl
 
@@ -140,31 +135,3 @@ def state_is_vk(ssm_states) -> bool:
     assert strides in ((K * V, V, 1), (K * V, 1, K)), \
         f"each state slot must be a contiguous [HV, K, V] or [HV, V, K], got strides {strides}"
     return strides == (K * V, 1, K) and K != 1
-
-
-@triton.jit
-def pdl_wait(PDL: tl.constexpr):
-    """Under programmatic dependent launch (PDL), waits until the previous kernel has finished and its writes are
-    visible, then lets the next kernel launch. Before it a kernel may only load what the previous kernel does not
-    write, and store nothing: its output buffers may be memory the previous kernel still reads."""
-    if PDL:
-        tl.extra.cuda.gdc_wait()
-        tl.extra.cuda.gdc_launch_dependents()
-
-
-def use_pdl(t: torch.Tensor) -> bool:
-    """Whether the decode step's kernels launch with PDL: on CUDA GPUs of compute capability 9 or newer (the
-    built-in launches its conv update so there), unless QWEN3NEXT_PDL=0 or under the Triton interpreter."""
-    return t.device.type == "cuda" and _pdl_on_cuda(t.device.index)
-
-
-@functools.cache
-def _pdl_on_cuda(index: int | None) -> bool:
-    if os.environ.get("TRITON_INTERPRET") == "1" or os.environ.get("QWEN3NEXT_PDL") == "0":
-        return False
-    return torch.cuda.get_device_capability(index)[0] >= 9
-
-
-def pdl_options(pdl: bool) -> dict:
-    """The launch option that turns PDL on; nothing when off (the interpreter takes no such option)."""
-    return {"launch_pdl": True} if pdl else {}

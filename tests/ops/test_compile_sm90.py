@@ -19,6 +19,7 @@ BF16, FP32 = torch.bfloat16, torch.float32
 H, HV, K, V = 16, 32, 128, 128
 D = 2 * H * K + HV * V
 ALL = os.environ.get("SM90_ALL_VARIANTS") == "1"
+NORM_BLOCKS = ((None, 4), (16, 4), (8, 4), (8, 2), (4, 2), (4, 1), (2, 1), (1, 1))  # bench_h200.py's
 
 
 def _compile_only():
@@ -77,20 +78,18 @@ def _compile(family: str) -> int:
             for kw in variants:
                 conv.causal_conv1d_fwd_triton(x, w, None, cs, cu, idx, torch.ones(3, dtype=torch.bool), True, **kw)
                 n += 1
-            for rows in (True, False):
-                for BD, nw in ((256, 2), (256, 4), (128, 1), (512, 4), (1024, 4)) if ALL else ((256, 2),):
-                    for pdl in (False, True):
-                        conv.causal_conv1d_update_triton(x[:3], w, None, cs, idx, True, BD=BD, num_warps=nw,
-                                                         rows=rows, pdl=pdl)
-                        n += 1
+            for BD, nw in ((256, 2), (256, 4), (512, 4), (1024, 4), (1024, 8), (2048, 8)) if ALL else ((512, 4),):
+                conv.causal_conv1d_update_triton(x[:3], w, None, cs, idx, True, BD=BD, num_warps=nw)
+                n += 1
             conv.causal_conv1d_verify_triton(x, w, None, torch.zeros(8, 5, D, dtype=dt), cu, idx,
                                              torch.ones(3, dtype=i32), True)
             gdn_gating_triton(torch.zeros(HV), torch.zeros(6, HV, dtype=dt), torch.zeros(6, HV, dtype=dt),
                               torch.zeros(HV, dtype=dt))
-            for pdl in (False, True):
+            for BR, nw in NORM_BLOCKS if ALL else ((None, 4),):
                 gated_rms_norm_triton(torch.zeros(6, HV, V, dtype=dt), torch.zeros(6, HV, V, dtype=dt),
-                                      torch.ones(V, dtype=dt), 1e-6, pdl=pdl)
-            n += 4
+                                      torch.ones(V, dtype=dt), 1e-6, BR=BR, num_warps=nw)
+                n += 1
+            n += 2
             continue
         q = torch.zeros(6, H, K, dtype=dt)
         v = torch.zeros(6, HV, V, dtype=dt)
@@ -115,9 +114,8 @@ def _compile(family: str) -> int:
                     blocks = ((None, None), (32, 1), (32, 2), (64, 2), (128, 4), (128, 8)) if ALL else \
                         ((None, None), (32, 1), (128, 8))
                     for BV, nw in blocks if vk else ((None, None),):
-                        for pdl in (False, True):
-                            triton_decode.gdn_decode_triton(**args, BV=BV, num_warps=nw, pdl=pdl)
-                            n += 1
+                        triton_decode.gdn_decode_triton(**args, BV=BV, num_warps=nw)
+                        n += 1
                 elif family == "chunk":
                     triton_chunk.chunk_gated_delta_rule_fwd_triton(q, q, v, g, g, 0.1, st, cu, idx,
                                                                    torch.ones(3, dtype=torch.bool), True)

@@ -448,21 +448,16 @@ def test_gdn_decode_devices(run, device, case):
     run(check_gdn_decode, device, **case)
 
 
-LAUNCH_MODES = {"eager": dict(graph=False, pdl=False), "pdl-eager": dict(graph=False, pdl=True),
-                "graph": dict(graph=True, pdl=False), "pdl-graph": dict(graph=True, pdl=True)}
-
-
 @pytest.mark.parametrize(("device", "case"), [
-    pytest.param("interpret", dict(B=4, H=2, HV=4, K=16, V=32, pdl=False), id="interpret-small")] + [
-    pytest.param(d.values[0], dict(H=16, HV=32, K=128, V=128, **kw, **mode), id=f"{d.id}-{name}-{mode_id}",
-                 marks=d.marks)
+    pytest.param("interpret", dict(B=4, H=2, HV=4, K=16, V=32), id="interpret-small")] + [
+    pytest.param(d.values[0], dict(H=16, HV=32, K=128, V=128, graph=graph, **kw),
+                 id=f"{d.id}-{name}-{'graph' if graph else 'eager'}", marks=d.marks)
     for d in triton_devices("gdn_decode") if d.values[0] == "cuda:triton"
     for name, kw in [("B1-fp32", dict(B=1)), ("B64-bf16", dict(B=64, dtype=BF16, state_dtype=BF16))]
-    for mode_id, mode in LAUNCH_MODES.items()])
+    for graph in (False, True)])
 def test_gdn_decode_steps(run, device, case):
-    """Three decode steps back to back on the same slots; on CUDA with and without programmatic dependent launch,
-    eagerly and as one CUDA graph (where the kernels of a step overlap): the two-launch plan with the norm in place
-    (B = 1) and the three-launch one (B = 64)."""
+    """Three decode steps back to back on the same slots; on CUDA eagerly and as one CUDA graph (as vLLM runs
+    decode): the two-launch plan with the norm in place (B = 1) and the three-launch one (B = 64)."""
     run(check_gdn_decode, device, **case, steps=3)
 
 

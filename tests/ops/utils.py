@@ -474,7 +474,7 @@ def check_fused_recurrent_gated_delta_rule(device, B, H, HV, K, V, dtype=torch.f
 def check_gdn_decode(device, B, H, HV, K, V, dtype=torch.float32, state_dtype=torch.float32, seed=0, steps=1,
                      graph=False, **launch):
     """Against the CPU op (the C++ kernel or the base ops composed; test_cpu_ext.py ties it to the references).
-    launch: run our Triton launcher with these arguments (BV, num_warps, pdl) instead of the op. steps: that many
+    launch: run our Triton launcher with these arguments (BV, num_warps) instead of the op. steps: that many
     steps back to back on the same slots (the output compared is the last one's). graph: the steps as one CUDA
     graph."""
     gen = torch.Generator().manual_seed(seed)
@@ -513,8 +513,8 @@ def check_gdn_decode(device, B, H, HV, K, V, dtype=torch.float32, state_dtype=to
 
 def replay_as_cuda_graph(step, kwargs: dict, mutated: tuple[str, ...]):
     """step(kwargs) as a CUDA graph: warmed up and captured on copies of the mutated tensors, replayed once the
-    inputs are copied in, the results copied back. The empty tensors are not NaN-filled in the graph (a fill kernel
-    would stand between the kernels of a programmatic dependent launch)."""
+    inputs are copied in, the results copied back. The empty tensors are not NaN-filled in the graph (as in
+    vLLM's)."""
     static = kwargs | {n: kwargs[n].clone() for n in mutated}
     step(static)  # compiles outside the capture
     torch.use_deterministic_algorithms(False)
