@@ -78,7 +78,7 @@ def _compile(family: str) -> int:
             for kw in variants:
                 conv.causal_conv1d_fwd_triton(x, w, None, cs, cu, idx, torch.ones(3, dtype=torch.bool), True, **kw)
                 n += 1
-            for BD, nw in ((256, 2), (256, 4), (512, 4), (1024, 4), (1024, 8), (2048, 8)) if ALL else ((512, 4),):
+            for BD, nw in ((256, 2), (256, 4), (512, 4), (1024, 4), (1024, 8), (2048, 8)) if ALL else ((256, 4),):
                 conv.causal_conv1d_update_triton(x[:3], w, None, cs, idx, True, BD=BD, num_warps=nw)
                 n += 1
             conv.causal_conv1d_verify_triton(x, w, None, torch.zeros(8, 5, D, dtype=dt), cu, idx,
@@ -115,6 +115,9 @@ def _compile(family: str) -> int:
                         ((None, None), (32, 1), (128, 8))
                     for BV, nw in blocks if vk else ((None, None),):
                         triton_decode.gdn_decode_triton(**args, BV=BV, num_warps=nw)
+                        n += 1
+                    if vk:
+                        triton_decode.gdn_decode_triton(**args, BV=32, num_warps=1, fuse_norm=True)
                         n += 1
                 elif family == "chunk":
                     triton_chunk.chunk_gated_delta_rule_fwd_triton(q, q, v, g, g, 0.1, st, cu, idx,
