@@ -141,9 +141,9 @@ def conv_write_final_state(x, p_state, bos, eos, state_lo, stride_x_t, stride_s_
 
 @triton.jit
 def causal_conv1d_update_kernel(
-    x, weight, bias, conv_states, state_indices, out, counters, n_counters,
+    x, weight, bias, conv_states, state_indices, out,
     D, stride_x_b, stride_s_n, stride_s_l,
-    W: tl.constexpr, L: tl.constexpr, BD: tl.constexpr, BC: tl.constexpr,
+    W: tl.constexpr, L: tl.constexpr, BD: tl.constexpr,
     HAS_BIAS: tl.constexpr, ACTIVATION_SILU: tl.constexpr,
 ):
     # One program per (sequence, block of BD channels), a row of BD channels at a time (no reduction across
@@ -157,10 +157,6 @@ def causal_conv1d_update_kernel(
         b_y = tl.load(bias + o_d, mask=m_d, other=0).to(tl.float32)
     b_w = tl.load(weight + o_d * W + (W - 1), mask=m_d, other=0).to(tl.float32)
     p_out = out + i_b.to(tl.int64) * D + o_d
-    if BC > 0:  # clears the sequence's n_counters int32 counters (gdn_decode's, for its next launch)
-        if i_d == 0:
-            o_c = tl.arange(0, BC)
-            tl.store(counters + i_b * n_counters + o_c, tl.zeros([BC], dtype=tl.int32), mask=o_c < n_counters)
     slot = tl.load(state_indices + i_b).to(tl.int64)
     if slot < 0:
         tl.store(p_out, tl.zeros([BD], dtype=out.dtype.element_ty), mask=m_d)
@@ -236,10 +232,8 @@ CONV_FWD_BLOCKS = {"rows": (16, 256, 2), "tile": (64, 128, 4)}
 
 def causal_conv1d_update_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                                 conv_states: torch.Tensor, state_indices: torch.Tensor, activation_silu: bool,
-                                BD: int | None = None, num_warps: int | None = None,
-                                clear: torch.Tensor | None = None) -> torch.Tensor:
-    """Triton causal_conv1d_update; same contract as the CPU op. x: [B, D] -> out: [B, D]. clear: an int32 [B, n]
-    tensor the launch also zeroes (gdn_decode's norm counters)."""
+                                BD: int | None = None, num_warps: int | None = None) -> torch.Tensor:
+    """Triton causal_conv1d_update; same contract as the CPU op. x: [B, D] -> out: [B, D]."""
     B, D, W, L, _ = _check_conv(x, weight, bias, conv_states, state_indices)
     assert state_indices.shape == (B,)
     out = torch.empty(B, D, dtype=x.dtype, device=x.device)
@@ -247,13 +241,10 @@ def causal_conv1d_update_triton(x: torch.Tensor, weight: torch.Tensor, bias: tor
         return out
     BD, num_warps = BD or CONV_UPDATE_BLOCK[0], num_warps or CONV_UPDATE_BLOCK[1]
     assert BD >= 32 * num_warps, "the conv update needs every channel held by one thread: BD >= 32 num_warps"
-    assert clear is None or (clear.dtype == torch.int32 and clear.dim() == 2 and clear.shape[0] == B
-                             and clear.is_contiguous())
-    n_clear = 0 if clear is None else clear.shape[1]
     causal_conv1d_update_kernel[(B, triton.cdiv(D, BD))](
-        x, weight, bias, conv_states, state_indices, out, clear, n_clear, D, x.stride(0), conv_states.stride(0),
-        conv_states.stride(1), W=W, L=L, BD=BD, BC=n_clear and triton.next_power_of_2(n_clear),
-        HAS_BIAS=bias is not None, ACTIVATION_SILU=activation_silu, num_warps=num_warps,
+        x, weight, bias, conv_states, state_indices, out, D, x.stride(0), conv_states.stride(0),
+        conv_states.stride(1), W=W, L=L, BD=BD, HAS_BIAS=bias is not None, ACTIVATION_SILU=activation_silu,
+        num_warps=num_warps,
     )
     return out
 

@@ -1,11 +1,12 @@
 """The GDN decode step in Triton (gdn_decode, see ops.py) as two launches: the conv update, then gating, l2norm,
 one delta-rule step and, where one program holds a head's whole V (BV = V), the gated RMSNorm; over several V
-blocks the norm is a third launch, or (fuse_norm) applied by each head's last block to finish, found by a counter
-the conv launch clears.
+blocks the norm is a third launch.
 
-A one-launch variant that fused the conv (the q, k conv state shared by a key-head group, written by the group's
-last program) was slower on the H200 at every batch size measured (kernels/benchmarks/RESULTS_H200.md) and was
-removed.
+Measured on the H200 and removed (kernels/benchmarks/RESULTS_H200.md): a one-launch variant that fused the conv
+(the q, k conv state shared by a key-head group, written by the group's last program), slower at every batch size;
+the norm over several V blocks applied by each head's last block to finish (found by a counter), 4-16% slower at
+B >= 32; launching the three kernels with programmatic dependent launch, slower at B = 1 (the one batch size
+measured with the same plan: 11.1 against 8.1 us with fp32 states).
 """
 import torch
 import triton
@@ -19,11 +20,10 @@ from ..utils.triton import (gated_delta_rule_step, gated_rms_norm_apply, head_bl
 
 @triton.jit
 def gdn_decode_kernel(
-    x, z, a, b, A_log, dt_bias, norm_weight, ssm_states, state_indices, out, counters, scale, eps,
+    x, z, a, b, A_log, dt_bias, norm_weight, ssm_states, state_indices, out, scale, eps,
     stride_x_b, stride_z_b, stride_z_h, stride_a_b, stride_b_b, stride_s_n,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    BVA: tl.constexpr, USE_L2NORM: tl.constexpr, ROUND_PRODUCT: tl.constexpr, STATE_VK: tl.constexpr,
-    FUSE_NORM: tl.constexpr,
+    USE_L2NORM: tl.constexpr, ROUND_PRODUCT: tl.constexpr, STATE_VK: tl.constexpr,
 ):
     # x: the conv's output [B, 2 H K + HV V]. One program per (sequence, value head, V block of BV rows).
     NV: tl.constexpr = (V + BV - 1) // BV
@@ -57,22 +57,6 @@ def gdn_decode_kernel(
         b_nw = tl.load(norm_weight + o_v, mask=m_v, other=0).to(tl.float32)
         b_o = gated_rms_norm_apply(b_o[None, :], b_z[None, :], b_nw, eps, V, x.dtype.element_ty, ROUND_PRODUCT)
         tl.store(p_out[None, :], b_o.to(out.dtype.element_ty), mask=m_v[None, :])
-    elif FUSE_NORM:
-        # Several V blocks: each stores its block unnormalized, then counts itself done; the head's last block
-        # normalizes the whole head, from the stored (rounded) outputs as the norm launch would read them.
-        tl.store(p_out, b_o.to(out.dtype.element_ty), mask=m_v)
-        tl.debug_barrier()  # every thread's store precedes the release below
-        done = tl.atomic_add(counters + i_bhv, 1, sem="acq_rel", scope="gpu")
-        if done == NV - 1:
-            tl.debug_barrier()
-            o_a = tl.arange(0, BVA)
-            m_a = o_a < V
-            p_row = out + i_b.to(tl.int64) * (HV * V) + i_hv * V + o_a
-            b_r = tl.load(p_row, mask=m_a, other=0, cache_modifier=".cg").to(tl.float32)
-            b_z = tl.load(z + i_b * stride_z_b + i_hv * stride_z_h + o_a, mask=m_a, other=0).to(tl.float32)
-            b_nw = tl.load(norm_weight + o_a, mask=m_a, other=0).to(tl.float32)
-            b_r = gated_rms_norm_apply(b_r[None, :], b_z[None, :], b_nw, eps, V, x.dtype.element_ty, ROUND_PRODUCT)
-            tl.store(p_row[None, :], b_r.to(out.dtype.element_ty), mask=m_a[None, :])
     else:
         tl.store(p_out, b_o.to(out.dtype.element_ty), mask=m_v)
 
@@ -86,9 +70,6 @@ def decode_plan(n_heads: int, V: int, state_bytes: int) -> tuple[int, int]:
     return 32, 1
 
 
-# Over several V blocks, the norm in the recurrence launch (its last block per head) rather than a third launch
-FUSE_NORM = False
-
 # (rows per program, num_warps) of the decode's norm launch, measured on the H200: 4 rows on 2 warps is as fast as
 # the op's default (32 rows on 4 warps, tuned for prefill) at B = 256 and 1.5-2 us faster at B = 32 with fp32 states
 DECODE_NORM_BLOCK = (4, 2)
@@ -99,11 +80,9 @@ WHOLE_HEAD_MAX_HEADS = {4: 1023, 2: 1024}
 
 
 def gdn_decode_triton(mixed_qkv, z, a, b, conv_weight, conv_bias, conv_states, A_log, dt_bias, norm_weight,
-                      norm_eps, scale, ssm_states, state_indices, use_qk_l2norm, BV=None, num_warps=None,
-                      fuse_norm=None):
+                      norm_eps, scale, ssm_states, state_indices, use_qk_l2norm, BV=None, num_warps=None):
     """Triton gdn_decode (see ops.py). BV, num_warps: decode_plan's by default ([V, K] states), value_blocks' for
-    [K, V] states. fuse_norm: over several V blocks, the head's last block applies the norm (counters cleared by
-    the conv launch) instead of a third launch; None: FUSE_NORM. Returns out: [B, HV, V]."""
+    [K, V] states. Returns out: [B, HV, V]."""
     B, D = mixed_qkv.shape
     HV, K, V = ssm_states.shape[1:]
     H = (D - HV * V) // (2 * K)
@@ -114,25 +93,21 @@ def gdn_decode_triton(mixed_qkv, z, a, b, conv_weight, conv_bias, conv_states, A
     assert A_log.is_contiguous() and dt_bias.is_contiguous() and norm_weight.is_contiguous()
     state_vk = state_is_vk(ssm_states)
     assert state_indices.dtype == torch.int32 and state_indices.shape == (B,) and state_indices.is_contiguous()
+    x = causal_conv1d_update_triton(mixed_qkv, conv_weight, conv_bias, conv_states, state_indices, True)
+    out = torch.empty(B, HV, V, dtype=mixed_qkv.dtype, device=mixed_qkv.device)
+    if B == 0:
+        return out
     if state_vk and BV is None:
         BV, num_warps = decode_plan(B * HV, V, ssm_states.element_size())
     BV, num_warps = value_blocks(B * HV, V, BV, num_warps, state_vk)
     NV = triton.cdiv(V, BV)
-    fuse_norm = NV > 1 and (FUSE_NORM if fuse_norm is None else fuse_norm)
-    counters = torch.empty(B, HV, dtype=torch.int32, device=mixed_qkv.device) if fuse_norm else None
-    x = causal_conv1d_update_triton(mixed_qkv, conv_weight, conv_bias, conv_states, state_indices, True,
-                                    clear=counters)
-    out = torch.empty(B, HV, V, dtype=mixed_qkv.dtype, device=mixed_qkv.device)
-    if B == 0:
-        return out
     gdn_decode_kernel[(B * HV * NV,)](
-        x, z, a, b, A_log, dt_bias, norm_weight, ssm_states, state_indices, out, counters, scale, norm_eps,
+        x, z, a, b, A_log, dt_bias, norm_weight, ssm_states, state_indices, out, scale, norm_eps,
         x.stride(0), z.stride(0), z.stride(1), a.stride(0), b.stride(0), ssm_states.stride(0),
-        H=H, HV=HV, K=K, V=V, BK=triton.next_power_of_2(K), BV=BV, BVA=triton.next_power_of_2(V),
-        USE_L2NORM=use_qk_l2norm,
+        H=H, HV=HV, K=K, V=V, BK=triton.next_power_of_2(K), BV=BV, USE_L2NORM=use_qk_l2norm,
         ROUND_PRODUCT=torch.promote_types(norm_weight.dtype, mixed_qkv.dtype) != torch.float32,
-        STATE_VK=state_vk, FUSE_NORM=fuse_norm, num_warps=num_warps,
+        STATE_VK=state_vk, num_warps=num_warps,
     )
-    if NV > 1 and not fuse_norm:
+    if NV > 1:
         out = gated_rms_norm_triton(out, z, norm_weight, norm_eps, *DECODE_NORM_BLOCK)
     return out

@@ -116,9 +116,6 @@ def _compile(family: str) -> int:
                     for BV, nw in blocks if vk else ((None, None),):
                         triton_decode.gdn_decode_triton(**args, BV=BV, num_warps=nw)
                         n += 1
-                    if vk:
-                        triton_decode.gdn_decode_triton(**args, BV=32, num_warps=1, fuse_norm=True)
-                        n += 1
                 elif family == "chunk":
                     triton_chunk.chunk_gated_delta_rule_fwd_triton(q, q, v, g, g, 0.1, st, cu, idx,
                                                                    torch.ones(3, dtype=torch.bool), True)
