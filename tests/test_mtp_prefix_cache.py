@@ -13,11 +13,16 @@ after a cache-block boundary; sessions start in different rounds (interleaved at
 depths); one session repeats another (identical prompts in flight together); one starts
 from another's prompt + output (an exact prefix of that session's next prompt, in flight
 with it); some requests are aborted mid-decode and their sessions continue from the kept
-tokens. The trained tiny checkpoint makes the drafts mostly right, so accepted drafts cross
-block boundaries (the post-process copies) and rejected ones happen too.
+tokens. The trained tiny checkpoint, its draft made noisy (DRAFT_NOISE), makes the drafts mostly
+right, so accepted drafts cross block boundaries (the post-process copies) and rejected ones
+happen too.
 """
 
+import shutil
+
 import pytest
+import torch
+from safetensors.torch import load_file, save_file
 
 from vllm_qwen3next.tools.train_tiny import corpus_prompts
 
@@ -67,9 +72,27 @@ def _llm(checkpoint, dtype: str, k: int | None) -> dict:
     return args
 
 
+# Noise on the MTP layer's input projection, in units of that weight's std. The trained drafts alone are right
+# every time on some CPUs (the training's arithmetic differs between machines), which would leave rejections
+# unexercised; with the noise they are mostly right, never all.
+DRAFT_NOISE = 0.5
+
+
 @pytest.fixture(scope="module")
-def checkpoint(store):
-    return store.trained_checkpoint()
+def checkpoint(store, tmp_path_factory):
+    """The trained tiny checkpoint with a noisy draft: the main model's weights untouched (so the reference, which
+    runs no MTP, is the trained model's), mtp.fc.weight + DRAFT_NOISE * std * N(0, 1), seeded."""
+    src = store.trained_checkpoint()
+    dst = tmp_path_factory.mktemp("noisy-draft")
+    for f in src.iterdir():
+        if f.name != "model.safetensors":
+            shutil.copy(f, dst / f.name)
+    tensors = load_file(src / "model.safetensors")
+    w = tensors["mtp.fc.weight"]
+    gen = torch.Generator().manual_seed(0)
+    tensors["mtp.fc.weight"] = w + DRAFT_NOISE * w.std() * torch.randn(w.shape, generator=gen, dtype=w.dtype)
+    save_file(tensors, dst / "model.safetensors", metadata={"format": "pt"})
+    return dst
 
 
 def _run(store, checkpoint, dtype: str, k: int | None, block: int | None = None) -> dict:
