@@ -4,7 +4,7 @@ blocks the norm is a third launch.
 
 Measured on the H200 and removed (kernels/benchmarks/RESULTS_H200.md): a one-launch variant that fused the conv
 (the q, k conv state shared by a key-head group, written by the group's last program), slower at every batch size;
-the norm over several V blocks applied by each head's last block to finish (found by a counter), 4-16% slower at
+the norm over several V blocks applied by each head's last block to finish (found by a counter), 2-16% slower at
 B >= 32; launching the three kernels with programmatic dependent launch, slower at B = 1 (the one batch size
 measured with the same plan: 11.1 against 8.1 us with fp32 states).
 """
@@ -71,7 +71,7 @@ def decode_plan(n_heads: int, V: int, state_bytes: int) -> tuple[int, int]:
 
 
 # (rows per program, num_warps) of the decode's norm launch, measured on the H200: 4 rows on 2 warps is as fast as
-# the op's default (32 rows on 4 warps, tuned for prefill) at B = 256 and 1.5-2 us faster at B = 32 with fp32 states
+# the op's default (32 rows on 4 warps, tuned for prefill) at B = 256 and 1.7-2.4 us faster at B = 32 with fp32 states
 DECODE_NORM_BLOCK = (4, 2)
 
 # The most state slices decoded a head per program, by state element size: at 1024 (B = 32 at TP 1) the whole head

@@ -18,9 +18,9 @@ def gated_rms_norm_fwd_kernel(
     m_v = o_v < V
     m = (o_r < R)[:, None] & m_v[None, :]
     o_t, o_h = (o_r // HV).to(tl.int64), o_r % HV
-    b_w = tl.load(weight + o_v, mask=m_v, other=0).to(tl.float32)
     b_x = tl.load(x + (o_t * stride_x_t + o_h * stride_x_h)[:, None] + o_v[None, :], mask=m, other=0)
     b_z = tl.load(z + (o_t * stride_z_t + o_h * stride_z_h)[:, None] + o_v[None, :], mask=m, other=0)
+    b_w = tl.load(weight + o_v, mask=m_v, other=0).to(tl.float32)
     b_o = gated_rms_norm_apply(b_x.to(tl.float32), b_z.to(tl.float32), b_w, eps, V, x.dtype.element_ty,
                                ROUND_PRODUCT)
     tl.store(out + o_r.to(tl.int64)[:, None] * V + o_v[None, :], b_o.to(out.dtype.element_ty), mask=m)

@@ -85,11 +85,11 @@ def _compile(family: str) -> int:
                                              torch.ones(3, dtype=i32), True)
             gdn_gating_triton(torch.zeros(HV), torch.zeros(6, HV, dtype=dt), torch.zeros(6, HV, dtype=dt),
                               torch.zeros(HV, dtype=dt))
+            n += 2
             for BR, nw in NORM_BLOCKS if ALL else ((None, 4),):
                 gated_rms_norm_triton(torch.zeros(6, HV, V, dtype=dt), torch.zeros(6, HV, V, dtype=dt),
                                       torch.ones(V, dtype=dt), 1e-6, BR=BR, num_warps=nw)
                 n += 1
-            n += 2
             continue
         q = torch.zeros(6, H, K, dtype=dt)
         v = torch.zeros(6, HV, V, dtype=dt)

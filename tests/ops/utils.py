@@ -350,7 +350,7 @@ def check_causal_conv1d_update(device, B, D, L=3, dtype=torch.float32, state_dty
         if launch:
             from qwen3next_kernels.conv.triton import causal_conv1d_update_triton
             op = functools.partial(causal_conv1d_update_triton, **launch)
-        states = states0.to(dev)
+        states = states0.to(dev, copy=True)  # a copy on the CPU too: states0 stays the untouched reference
         out = op(x_rows.to(dev)[:, :D], weight.to(dev), None if b is None else b.to(dev), states, idx.to(dev), silu)
     assert out.shape == (B, D) and out.dtype == dtype
     assert rel_rms(out, ref) < out_tol(dtype, device), rel_rms(out, ref)
@@ -386,7 +386,7 @@ def check_conv_varlen(op, naive, device, x_rows, weight, b, states0, cu, idx, pe
     ref = naive(x_rows[:, 8:8 + D], weight, b, ref_states, cu, idx, per_seq, silu)
     with op_on(op, device) as (fn, dev):
         fn = impl or fn
-        states = states0.to(dev)
+        states = states0.to(dev, copy=True)
         out = fn(x_rows.to(dev)[:, 8:8 + D], weight.to(dev), None if b is None else b.to(dev), states, cu.to(dev),
                  idx.to(dev), per_seq.to(dev), silu)
     assert out.shape == (T, D) and out.dtype == dtype and out.device.type == dev
@@ -441,7 +441,7 @@ def check_chunk_gated_delta_rule(device, lens, H, HV, K, V, dtype=torch.float32,
         if BV is not None:
             from qwen3next_kernels.gated_delta_rule.triton_chunk import chunk_gated_delta_rule_fwd_triton
             op = functools.partial(chunk_gated_delta_rule_fwd_triton, BV=BV)
-        states = states0.to(dev)
+        states = states0.to(dev, copy=True)
         o = op(q.to(dev), k.to(dev), v.to(dev), g.to(dev), beta.to(dev), scale, states, cu.to(dev), idx.to(dev),
                has_init.to(dev), use_qk_l2norm)
     assert o.shape == (T, HV, V) and o.dtype == dtype
@@ -463,7 +463,7 @@ def check_fused_recurrent_gated_delta_rule(device, B, H, HV, K, V, dtype=torch.f
     ref = naive_fused_recurrent_gated_delta_rule(q.float(), k.float(), v.float(), g, beta, K ** -0.5, ref_states,
                                                  idx, True)
     with op_on("fused_recurrent_gated_delta_rule", device) as (op, dev):
-        states = states0.to(dev)
+        states = states0.to(dev, copy=True)
         o = op(q.to(dev), k.to(dev), v.to(dev), g.to(dev), beta.to(dev), K ** -0.5, states, idx.to(dev), True)
     assert o.shape == (B, HV, V) and o.dtype == dtype
     assert rel_rms(o, ref) < out_tol(dtype, device), rel_rms(o, ref)
@@ -481,8 +481,12 @@ def check_gdn_decode(device, B, H, HV, K, V, dtype=torch.float32, state_dtype=to
     x = decode_inputs(B, H, HV, K, V, dtype, state_dtype, gen)
     ref_x = {n: (t.clone() if torch.is_tensor(t) else t) for n, t in x.items()}
     cpu_op = torch.ops.qwen3next.gdn_decode
-    for _ in range(steps):
-        ref = cpu_op(**ref_x)
+
+    def run_steps(op, kwargs):
+        for _ in range(steps):
+            out = op(**kwargs)
+        return out
+    ref = run_steps(cpu_op, ref_x)
     D = x["mixed_qkv"].shape[1]
     with op_on("gdn_decode", device) as (op, dev):
         if launch:
@@ -490,20 +494,12 @@ def check_gdn_decode(device, B, H, HV, K, V, dtype=torch.float32, state_dtype=to
             op = functools.partial(gdn_decode_triton, **launch)
         qkvz = torch.cat([x["mixed_qkv"], x["z"].reshape(B, -1)], 1).to(dev)
         ba = torch.cat([x["b"], x["a"]], 1).to(dev)
-        dev_x = {n: (t.to(dev) if torch.is_tensor(t) else t) for n, t in x.items()}
+        dev_x = {n: (t.to(dev, copy=True) if torch.is_tensor(t) else t) for n, t in x.items()}
         dev_x.update(mixed_qkv=qkvz[:, :D], z=qkvz[:, D:].view(B, HV, V), b=ba[:, :HV], a=ba[:, HV:])
-        def run_steps(kwargs):
-            for _ in range(steps):
-                out = op(**kwargs)
-            return out
-        out = replay_as_cuda_graph(run_steps, dev_x, ("ssm_states", "conv_states")) if graph else run_steps(dev_x)
-    def ref32():
-        x32 = upcast(x)
-        for _ in range(steps):
-            out32 = cpu_op(**x32)
-        return out32
+        step = functools.partial(run_steps, op)
+        out = replay_as_cuda_graph(step, dev_x, ("ssm_states", "conv_states")) if graph else step(dev_x)
     assert out.shape == (B, HV, V) and out.dtype == dtype
-    assert_near_reference(out, ref, ref32, dtype, state_dtype, device)
+    assert_near_reference(out, ref, lambda: run_steps(cpu_op, upcast(x)), dtype, state_dtype, device)
     idx = x["state_indices"]
     assert (out[idx.to(dev) < 0] == 0).all()
     assert_states(dev_x["ssm_states"], ref_x["ssm_states"], x["ssm_states"], idx,
@@ -576,7 +572,7 @@ def check_recurrent_gated_delta_rule_verify(device, N, k, H, HV, K, V, dtype=tor
         # q, k, v as views of one [T, 2 H K + HV V] tensor, as split from the conv output
         qkv = torch.cat([q.reshape(T, -1), k_.reshape(T, -1), v.reshape(T, -1)], 1).to(dev)
         qd, kd, vd = qkv.split([H * K, H * K, HV * V], 1)
-        states = states0.to(dev)
+        states = states0.to(dev, copy=True)
         o = op(qd.view(T, H, K), kd.view(T, H, K), vd.view(T, HV, V), g.to(dev), beta.to(dev), scale, states,
                cu.to(dev), idx.to(dev), accepted.to(dev), use_qk_l2norm)
     assert o.shape == (T, HV, V) and o.dtype == dtype and o.device.type == dev
@@ -658,7 +654,7 @@ def check_state_layout(device, op, B, H, HV, K, V, dtype=torch.float32, state_dt
     with op_on(op, device) as (fn, dev):
         fn = impl or fn
         moved = [a.to(dev) if torch.is_tensor(a) else a for a in args]
-        states = vk_view(states0).to(dev)
+        states = vk_view(states0).to(dev, copy=True)
         assert states.stride()[1:] == (K * V, 1, K)
         out = fn(*moved, states, *[a.to(dev) if torch.is_tensor(a) else a for a in tail])
     tol = out_tol(dtype, device) if dtype != torch.float32 else 1e-4
