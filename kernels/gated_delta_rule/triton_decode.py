@@ -23,7 +23,7 @@ def gdn_decode_kernel(
     x, z, a, b, A_log, dt_bias, norm_weight, ssm_states, state_indices, out, scale, eps,
     stride_x_b, stride_z_b, stride_z_h, stride_a_b, stride_b_b, stride_s_n,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    USE_L2NORM: tl.constexpr, ROUND_PRODUCT: tl.constexpr, STATE_VK: tl.constexpr,
+    USE_L2NORM: tl.constexpr, ROUND_PRODUCT: tl.constexpr, STATE_VK: tl.constexpr, STREAM_STATE: tl.constexpr,
 ):
     # x: the conv's output [B, 2 H K + HV V]. One program per (sequence, value head, V block of BV rows).
     NV: tl.constexpr = (V + BV - 1) // BV
@@ -41,7 +41,10 @@ def gdn_decode_kernel(
         return
     p_h = ssm_states + slot * stride_s_n + i_hv * K * V + state_tile_offsets(o_k, o_v, K, V, STATE_VK)
     m_h = state_tile_mask(m_k, m_v, STATE_VK)
-    b_h = tl.load(p_h, mask=m_h, other=0).to(tl.float32)
+    if STREAM_STATE:  # each state is read and written once a step: keep it out of L2's way
+        b_h = tl.load(p_h, mask=m_h, other=0, eviction_policy="evict_first").to(tl.float32)
+    else:
+        b_h = tl.load(p_h, mask=m_h, other=0).to(tl.float32)
     p_x = x + i_b.to(tl.int64) * stride_x_b
     b_q = tl.load(p_x + i_h * K + o_k, mask=m_k, other=0).to(tl.float32)
     b_k = tl.load(p_x + (H + i_h) * K + o_k, mask=m_k, other=0).to(tl.float32)
@@ -51,7 +54,10 @@ def gdn_decode_kernel(
     b_g = softplus_gate(tl.load(a + i_b * stride_a_b + i_hv), tl.load(A_log + i_hv), tl.load(dt_bias + i_hv))
     b_beta = tl.sigmoid(tl.load(b + i_b * stride_b_b + i_hv).to(tl.float32))
     b_h, b_o = gated_delta_rule_step(b_h, b_q, b_k, b_v, b_g, b_beta, STATE_VK)
-    tl.store(p_h, b_h.to(ssm_states.dtype.element_ty), mask=m_h)
+    if STREAM_STATE:
+        tl.store(p_h, b_h.to(ssm_states.dtype.element_ty), mask=m_h, cache_modifier=".cs")
+    else:
+        tl.store(p_h, b_h.to(ssm_states.dtype.element_ty), mask=m_h)
     if NV == 1:
         b_z = tl.load(z + i_b * stride_z_b + i_hv * stride_z_h + o_v, mask=m_v, other=0).to(tl.float32)
         b_nw = tl.load(norm_weight + o_v, mask=m_v, other=0).to(tl.float32)
@@ -80,9 +86,10 @@ WHOLE_HEAD_MAX_HEADS = {4: 1023, 2: 1024}
 
 
 def gdn_decode_triton(mixed_qkv, z, a, b, conv_weight, conv_bias, conv_states, A_log, dt_bias, norm_weight,
-                      norm_eps, scale, ssm_states, state_indices, use_qk_l2norm, BV=None, num_warps=None):
+                      norm_eps, scale, ssm_states, state_indices, use_qk_l2norm, BV=None, num_warps=None,
+                      stream_state=False):
     """Triton gdn_decode (see ops.py). BV, num_warps: decode_plan's by default ([V, K] states), value_blocks' for
-    [K, V] states. Returns out: [B, HV, V]."""
+    [K, V] states. stream_state: the state loaded evict-first and stored streaming (.cs). Returns out: [B, HV, V]."""
     B, D = mixed_qkv.shape
     HV, K, V = ssm_states.shape[1:]
     H = (D - HV * V) // (2 * K)
@@ -106,7 +113,7 @@ def gdn_decode_triton(mixed_qkv, z, a, b, conv_weight, conv_bias, conv_states, A
         x.stride(0), z.stride(0), z.stride(1), a.stride(0), b.stride(0), ssm_states.stride(0),
         H=H, HV=HV, K=K, V=V, BK=triton.next_power_of_2(K), BV=BV, USE_L2NORM=use_qk_l2norm,
         ROUND_PRODUCT=torch.promote_types(norm_weight.dtype, mixed_qkv.dtype) != torch.float32,
-        STATE_VK=state_vk, num_warps=num_warps,
+        STATE_VK=state_vk, STREAM_STATE=stream_state, num_warps=num_warps,
     )
     if NV > 1:
         out = gated_rms_norm_triton(out, z, norm_weight, norm_eps, *DECODE_NORM_BLOCK)
