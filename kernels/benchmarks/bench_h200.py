@@ -315,16 +315,19 @@ def decode_cases(anc, bw, rows, log):
             row.checks.append(f"out {rel(out, ref):.1e} h {rel(x['ssm_states'][il], cpu['ssm_states'][il.cpu()]):.1e}"
                               f" conv {rel(x['conv_states'][il], cpu['conv_states'][il.cpu()]):.1e}")
             timed = {}
-            for BV, nw, stream in DECODE_BLOCKS:
-                name = ("default" if BV is None else f"BV={BV} w={nw}") + (" stream" if stream else "")
-                if BV is not None or stream:  # each variant checked too
+            for BV, nw, ef, ss in DECODE_BLOCKS:
+                name = ("default" if BV is None else f"BV={BV} w={nw}") + {
+                    None: "", (False, False): "", (True, True): " stream", (True, False): " evict-first load",
+                    (False, True): " streaming store"}[None if ef is None else (ef, ss)]
+                if BV is not None:  # each variant checked too
                     cpu_v = to_cpu(x)
                     cpu_v["ssm_states"] = cpu_v["ssm_states"].contiguous()
                     x_v = x | {"ssm_states": x["ssm_states"].clone(), "conv_states": x["conv_states"].clone()}
-                    o_v = gdn_decode_triton(**x_v, BV=BV, num_warps=nw, stream_state=stream)
+                    o_v = gdn_decode_triton(**x_v, BV=BV, num_warps=nw, evict_first=ef, stream_store=ss)
                     row.checks.append(f"{name} {rel(o_v, ops.gdn_decode(**cpu_v)):.1e}")
-                timed[f"ours {name}"] = [lambda i=i, BV=BV, nw=nw, stream=stream: gdn_decode_triton(
-                    **(x | {"state_indices": i}), BV=BV, num_warps=nw, stream_state=stream) for i in sets]
+                timed[f"ours {name}"] = [lambda i=i, BV=BV, nw=nw, ef=ef, ss=ss: gdn_decode_triton(
+                    **(x | {"state_indices": i}), BV=BV, num_warps=nw, evict_first=ef, stream_store=ss)
+                    for i in sets]
             y0 = causal_conv1d_update_triton(x["mixed_qkv"], x["conv_weight"], None, x["conv_states"].clone(),
                                              x["state_indices"], True)
             g0, beta0 = gdn_gating_triton(x["A_log"], x["a"], x["b"], x["dt_bias"])
@@ -386,9 +389,9 @@ def decode_cases(anc, bw, rows, log):
 # The built-in's decode step is three launches: vLLM's conv update, its packed recurrence, fla's gated norm (its
 # layer_norm_fwd, which needs vLLM's JIT machinery to run: our gated norm launch stands in for it).
 BUILTIN_DECODE = "vLLM conv+recurrence+norm"
-# (BV, num_warps, stream_state) of the decode variants; (BD, num_warps) of the conv update's
-DECODE_BLOCKS = [(None, None, False), (None, None, True), (32, 1, False), (32, 1, True), (32, 2, False),
-                 (64, 2, False), (128, 4, False), (128, 8, False), (128, 8, True), (128, 16, False)]
+# (BV, num_warps, evict_first, stream_store) of the decode variants; (BD, num_warps) of the conv update's
+DECODE_BLOCKS = [(None, None, None, None), (32, 1, False, False), (32, 1, True, True), (32, 1, True, False),
+                 (32, 1, False, True), (128, 8, False, False), (128, 16, False, False), (128, 16, True, True)]
 CONV_UPDATE_BLOCKS = [(32, 1), (64, 2), (128, 2), (128, 4), (256, 2), (256, 4), (512, 4), (1024, 8)]
 NORM_BLOCKS = [(None, 4), (8, 4), (4, 2), (2, 1), (1, 1)]  # (BR, num_warps)
 

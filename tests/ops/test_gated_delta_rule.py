@@ -440,6 +440,7 @@ DECODE_QWEN = {
     "B1-bf16-fp32state": dict(B=1, H=16, HV=32, K=128, V=128, dtype=BF16),
     "B64-bf16": dict(B=64, H=16, HV=32, K=128, V=128, dtype=BF16, state_dtype=BF16),
     "B5-fp32": dict(B=5, H=16, HV=32, K=128, V=128),
+    "B256-bf16": dict(B=256, H=16, HV=32, K=128, V=128, dtype=BF16, state_dtype=BF16),  # the state not streamed
 }
 
 

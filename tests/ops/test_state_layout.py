@@ -30,11 +30,13 @@ def test_state_layout(run, device, op, case):
     run(check_state_layout, device, op, **case)
 
 
-@pytest.mark.parametrize("BV", [32, 128], ids=["norm_launched", "norm_in_place"])
+@pytest.mark.parametrize(("BV", "num_warps", "stream"), [(32, 1, False), (32, 1, True), (128, 16, True)],
+                         ids=["norm_launched", "norm_launched-streamed", "norm_in_place-streamed"])
 @pytest.mark.parametrize("device", [p for p in devices("gdn_decode", cpu=False) if p.values[0] != "cuda:fla"])
-def test_gdn_decode_value_blocks_state_layout(run, device, BV):
+def test_gdn_decode_value_blocks_state_layout(run, device, BV, num_warps, stream):
     """gdn_decode over several value blocks per head (the norm a launch of its own) and over one (the norm in
-    place), the two plans decode_plan picks between, on the [V, K] layout."""
+    place), the state streamed or not: the plans decode_plan picks between, on the [V, K] layout."""
     sizes = SMALL if device == "interpret" else QWEN | dict(B=1)
     run(check_state_layout, device, "gdn_decode", **sizes,
-        impl=functools.partial(gdn_decode_triton, BV=min(BV, sizes["V"]), num_warps=BV // 32))
+        impl=functools.partial(gdn_decode_triton, BV=min(BV, sizes["V"]), num_warps=num_warps, evict_first=stream,
+                               stream_store=stream))
