@@ -67,14 +67,15 @@ def gdn_decode_kernel(
         tl.store(p_out, b_o.to(out.dtype.element_ty), mask=m_v)
 
 
-def decode_plan(n_heads: int, V: int) -> tuple[int, int, bool, bool]:
-    """(BV, num_warps, evict_first, stream_store) of gdn_decode for n_heads = B * HV state slices laid out [V, K],
-    measured on the H200 (kernels/benchmarks/RESULTS_H200.md): a head per program on 16 warps, the norm in place,
-    for small batches; 32 rows per warp-sized program, as vLLM's packed decode, and the norm as a third launch for
-    large ones, the state loaded evict-first and stored streaming (.cs) up to STREAM_MAX_HEADS."""
-    if n_heads < WHOLE_HEAD_MIN_BLOCKED:
-        return triton.next_power_of_2(V), 16, True, True
-    stream = n_heads <= STREAM_MAX_HEADS
+def decode_plan(n_heads: int, K: int, V: int, state_bytes: int) -> tuple[int, int, bool, bool]:
+    """(BV, num_warps, evict_first, stream_store) of gdn_decode for n_heads = B * HV state slices laid out [V, K] of
+    state_bytes per element, measured on the H200 at TP 1, 2 and 4 (kernels/benchmarks/RESULTS_H200.md): a head
+    per program on 16 warps, the norm in place, for few slices; else 32 rows per warp-sized program, as vLLM's
+    packed decode, and the norm as a third launch. The state is loaded evict-first and stored streaming (.cs), both
+    or neither (either alone is slower), up to STREAM_MAX_BYTES of states a step."""
+    stream = n_heads * K * V * state_bytes <= STREAM_MAX_BYTES
+    if n_heads <= WHOLE_HEAD_MAX_HEADS[state_bytes]:
+        return triton.next_power_of_2(V), 16, stream, stream
     return 32, 1, stream, stream
 
 
@@ -82,11 +83,15 @@ def decode_plan(n_heads: int, V: int) -> tuple[int, int, bool, bool]:
 # the op's default (32 rows on 4 warps, tuned for prefill) at B = 256 and faster at B = 32
 DECODE_NORM_BLOCK = (4, 2)
 
-# From this many state slices on, 32-row blocks: at 1024 (B = 32 at TP 1) they are faster than whole heads with
-# both state dtypes once streamed (42.5 against 48.1 us fp32, 26.3 against 27.5 bf16)
-WHOLE_HEAD_MIN_BLOCKED = 1024
-# The most state slices streamed: at 2048 (B = 64 at TP 1) streaming is 1-3% faster, at 8192 (B = 256) 4% slower
-STREAM_MAX_HEADS = 2048
+# The most state slices decoded a head per program, by state element size (32-row blocks from there on), from
+# a4e6e98 and d6dad90's H200 runs. fp32: whole heads 3-11% faster at 8 to 32 slices (B = 1), blocks 5-10% faster
+# at 256 to 1024; in between not measured. bf16: whole heads 7-17% faster at 32 to 512 slices, within 1% at 1024
+# to 4096 (0.7% slower at 4096), 6% slower at 8192
+WHOLE_HEAD_MAX_HEADS = {4: 127, 2: 2048}
+# Streaming the states (both hints) up to 128 MiB of states a step: 0.5-4% faster there (B = 32 and 64 at TP 1,
+# B = 256 at TP 2 with bf16 states; one row 0.5% slower), 2.8-4.1% slower at 256 and 512 MiB (B = 256 at TP 1 and
+# with fp32 states at TP 2)
+STREAM_MAX_BYTES = 128 << 20
 
 
 def gdn_decode_triton(mixed_qkv, z, a, b, conv_weight, conv_bias, conv_states, A_log, dt_bias, norm_weight,
@@ -108,7 +113,7 @@ def gdn_decode_triton(mixed_qkv, z, a, b, conv_weight, conv_bias, conv_states, A
     out = torch.empty(B, HV, V, dtype=mixed_qkv.dtype, device=mixed_qkv.device)
     if B == 0:
         return out
-    plan = decode_plan(B * HV, V) if state_vk else (None, None, False, False)
+    plan = decode_plan(B * HV, K, V, ssm_states.element_size()) if state_vk else (None, None, False, False)
     if BV is None:
         BV, num_warps = plan[:2]
     evict_first = plan[2] if evict_first is None else evict_first

@@ -454,13 +454,13 @@ def test_gdn_decode_devices(run, device, case):
     pytest.param(d.values[0], dict(H=16, HV=32, K=128, V=128, graph=graph, **kw),
                  id=f"{d.id}-{name}-{'graph' if graph else 'eager'}", marks=d.marks)
     for d in triton_devices("gdn_decode") if d.values[0] == "cuda:triton"
-    for name, kw in [("B1-fp32", dict(B=1)), ("B64-bf16", dict(B=64, dtype=BF16, state_dtype=BF16))]
+    for name, kw in [("B1-fp32", dict(B=1)), ("B64-bf16-fp32state", dict(B=64, dtype=BF16))]
     for graph in (False, True)] + [
     pytest.param("interpret", dict(B=4, H=2, HV=4, K=16, V=64, BV=16, num_warps=1), id="interpret-4_blocks")])
 def test_gdn_decode_steps(run, device, case):
     """Three decode steps back to back on the same slots; on CUDA eagerly and as one CUDA graph (as vLLM runs
-    decode): the two-launch plan with the norm in place (B = 1) and the three-launch one (B = 64); in the
-    interpreter at one V block and at four."""
+    decode): the two-launch plan with the norm in place (B = 1) and the three-launch one (B = 64, fp32 states);
+    in the interpreter at one V block and at four."""
     run(check_gdn_decode, device, **case, steps=3)
 
 
