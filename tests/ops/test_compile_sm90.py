@@ -111,10 +111,13 @@ def _compile(family: str) -> int:
                                 conv_bias=None, conv_states=cs, A_log=torch.zeros(HV), dt_bias=torch.zeros(HV),
                                 norm_weight=torch.ones(V, dtype=dt), norm_eps=1e-6, scale=0.1, ssm_states=st,
                                 state_indices=idx, use_qk_l2norm=True)
-                    blocks = ((None, None), (32, 1), (32, 2), (64, 2), (128, 4), (128, 8)) if ALL else \
-                        ((None, None), (32, 1), (128, 8))
-                    for BV, nw in blocks if vk else ((None, None),):
-                        triton_decode.gdn_decode_triton(**args, BV=BV, num_warps=nw)
+                    # (BV, num_warps, the state streamed): None, the plan's
+                    blocks = ((None, None, None), (32, 1, False), (32, 1, True), (32, 2, None), (64, 2, None),
+                              (128, 8, None), (128, 16, False), (128, 16, True)) if ALL else \
+                        ((None, None, None), (32, 1, False), (32, 1, True), (128, 16, True))
+                    for BV, nw, stream in blocks if vk else ((None, None, None),):
+                        triton_decode.gdn_decode_triton(**args, BV=BV, num_warps=nw, evict_first=stream,
+                                                        stream_store=stream)
                         n += 1
                 elif family == "chunk":
                     triton_chunk.chunk_gated_delta_rule_fwd_triton(q, q, v, g, g, 0.1, st, cu, idx,
