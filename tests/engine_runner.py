@@ -266,7 +266,7 @@ def run_engine(spec: dict, workdir: Path, name: str, timeout: float = 900) -> di
     log_path = workdir / f"{name}.log"
     spec_path.write_text(json.dumps(spec))
     env = dict(os.environ)
-    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB: each engine start zeroes it (about 6 s a GiB here)
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB: each engine start zeroes it
     env["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"
     # tests/ (not the repository root) on the path: the root holds a folder named
     # `kernels`, which transformers would mistake for Hugging Face's package.

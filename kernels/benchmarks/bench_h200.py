@@ -27,8 +27,9 @@ Sizes: H = 16 key heads, HV = 32 value heads, K = V = 128, D = 8192 conv channel
 rank at BENCH_TP=2 or 4 (H and HV divided, D = 2 H K + HV V).
 Prefill, conv and norm: median of triton.testing.do_bench (L2 flushed before every run); decode and verify: median
 replay of a CUDA graph (as vLLM runs decode steps) of 16 calls or more, rotating over disjoint state slots so
-that states come from HBM (at least 256 MB a pass). Floor = the fewest bytes the op must move (each input read once, each output and state written once) over the
-measured device copy rate. Every row is checked first (rel. L2 error against the CPU op on the same inputs).
+that states come from HBM (at least 256 MB a pass). Floor = the fewest bytes the op must move (each input read
+once, each output and state written once) over the measured device copy rate. Every row is checked first (rel. L2
+error against the CPU op on the same inputs).
 BENCH_SMOKE=1 with TRITON_INTERPRET=1 runs the script's logic on CPU at toy sizes, without timing meaning.
 """
 import argparse
@@ -132,6 +133,9 @@ class Anchors:
                 print(f"vLLM anchors not available: {e!r}")
 
 
+GRAPH_CALLS = 16
+
+
 def graph_ms(calls, reps=30):
     """Per-call time of a CUDA graph that runs every call once (the way vLLM runs decode steps); the calls rotate
     over disjoint state slots so that the states come from HBM, not L2. None if capture fails."""
@@ -144,8 +148,8 @@ def graphs_ms(named_calls: dict, reps=30) -> dict:
     after the caller's loops have ended: a lambda must bind its loop variables as defaults."""
     if SMOKE:
         return {n: ms(calls[0]) for n, calls in named_calls.items()}
-    # at least GRAPH_CALLS calls a graph, the list repeated: a replay's own launch (about 8 us between the events,
-    # measured on the H200) is then a sixteenth of a call's time or less, not all of it added to one call
+    # at least GRAPH_CALLS calls a graph, the list repeated, so that a replay's own launch is shared out: alone in a
+    # graph the decode's norm launch took 10.1 us at B = 256 on the H200, one of 16 3.2 us
     named_calls = {n: [calls[j % len(calls)] for j in range(max(len(calls), GRAPH_CALLS))]
                    for n, calls in named_calls.items()}
     graphs = {n: capture(calls) for n, calls in named_calls.items()}
@@ -160,9 +164,6 @@ def graphs_ms(named_calls: dict, reps=30) -> dict:
             end.synchronize()
             times[n].append(start.elapsed_time(end))
     return {n: (sorted(times[n])[reps // 2] / len(named_calls[n]) if n in live else None) for n in graphs}
-
-
-GRAPH_CALLS = 16
 
 
 def capture(calls):
@@ -315,19 +316,16 @@ def decode_cases(anc, bw, rows, log):
             row.checks.append(f"out {rel(out, ref):.1e} h {rel(x['ssm_states'][il], cpu['ssm_states'][il.cpu()]):.1e}"
                               f" conv {rel(x['conv_states'][il], cpu['conv_states'][il.cpu()]):.1e}")
             timed = {}
-            for BV, nw, ef, ss in DECODE_BLOCKS:
-                name = ("default" if BV is None else f"BV={BV} w={nw}") + {
-                    None: "", (False, False): "", (True, True): " stream", (True, False): " evict-first load",
-                    (False, True): " streaming store"}[None if ef is None else (ef, ss)]
+            for BV, nw, stream in DECODE_BLOCKS:
+                name = ("default" if BV is None else f"BV={BV} w={nw}") + (" stream" if stream else "")
                 if BV is not None:  # each variant checked too
                     cpu_v = to_cpu(x)
                     cpu_v["ssm_states"] = cpu_v["ssm_states"].contiguous()
                     x_v = x | {"ssm_states": x["ssm_states"].clone(), "conv_states": x["conv_states"].clone()}
-                    o_v = gdn_decode_triton(**x_v, BV=BV, num_warps=nw, evict_first=ef, stream_store=ss)
+                    o_v = gdn_decode_triton(**x_v, BV=BV, num_warps=nw, stream_state=stream)
                     row.checks.append(f"{name} {rel(o_v, ops.gdn_decode(**cpu_v)):.1e}")
-                timed[f"ours {name}"] = [lambda i=i, BV=BV, nw=nw, ef=ef, ss=ss: gdn_decode_triton(
-                    **(x | {"state_indices": i}), BV=BV, num_warps=nw, evict_first=ef, stream_store=ss)
-                    for i in sets]
+                timed[f"ours {name}"] = [lambda i=i, BV=BV, nw=nw, stream=stream: gdn_decode_triton(
+                    **(x | {"state_indices": i}), BV=BV, num_warps=nw, stream_state=stream) for i in sets]
             y0 = causal_conv1d_update_triton(x["mixed_qkv"], x["conv_weight"], None, x["conv_states"].clone(),
                                              x["state_indices"], True)
             g0, beta0 = gdn_gating_triton(x["A_log"], x["a"], x["b"], x["dt_bias"])
@@ -389,9 +387,10 @@ def decode_cases(anc, bw, rows, log):
 # The built-in's decode step is three launches: vLLM's conv update, its packed recurrence, fla's gated norm (its
 # layer_norm_fwd, which needs vLLM's JIT machinery to run: our gated norm launch stands in for it).
 BUILTIN_DECODE = "vLLM conv+recurrence+norm"
-# (BV, num_warps, evict_first, stream_store) of the decode variants; (BD, num_warps) of the conv update's
-DECODE_BLOCKS = [(None, None, None, None), (32, 1, False, False), (32, 1, True, True), (32, 1, True, False),
-                 (32, 1, False, True), (128, 8, False, False), (128, 16, False, False), (128, 16, True, True)]
+# (BV, num_warps, stream_state) of the decode variants (the two hints of stream_state each alone were timed at
+# d6dad90: slower than neither, RESULTS_H200.md); (BD, num_warps) of the conv update's
+DECODE_BLOCKS = [(None, None, None), (32, 1, False), (32, 1, True), (128, 8, False), (128, 16, False),
+                 (128, 16, True)]
 CONV_UPDATE_BLOCKS = [(32, 1), (64, 2), (128, 2), (128, 4), (256, 2), (256, 4), (512, 4), (1024, 8)]
 NORM_BLOCKS = [(None, 4), (8, 4), (4, 2), (2, 1), (1, 1)]  # (BR, num_warps)
 

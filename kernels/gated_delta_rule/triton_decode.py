@@ -23,7 +23,7 @@ def gdn_decode_kernel(
     x, z, a, b, A_log, dt_bias, norm_weight, ssm_states, state_indices, out, scale, eps,
     stride_x_b, stride_z_b, stride_z_h, stride_a_b, stride_b_b, stride_s_n,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    USE_L2NORM: tl.constexpr, ROUND_PRODUCT: tl.constexpr, STATE_VK: tl.constexpr, EVICT_FIRST: tl.constexpr, STREAM_STORE: tl.constexpr,
+    USE_L2NORM: tl.constexpr, ROUND_PRODUCT: tl.constexpr, STATE_VK: tl.constexpr, STREAM_STATE: tl.constexpr,
 ):
     # x: the conv's output [B, 2 H K + HV V]. One program per (sequence, value head, V block of BV rows).
     NV: tl.constexpr = (V + BV - 1) // BV
@@ -41,7 +41,7 @@ def gdn_decode_kernel(
         return
     p_h = ssm_states + slot * stride_s_n + i_hv * K * V + state_tile_offsets(o_k, o_v, K, V, STATE_VK)
     m_h = state_tile_mask(m_k, m_v, STATE_VK)
-    if EVICT_FIRST:  # each state is read and written once a step
+    if STREAM_STATE:  # each state is read and written once a step: loaded evict-first, stored .cs
         b_h = tl.load(p_h, mask=m_h, other=0, eviction_policy="evict_first").to(tl.float32)
     else:
         b_h = tl.load(p_h, mask=m_h, other=0).to(tl.float32)
@@ -54,7 +54,7 @@ def gdn_decode_kernel(
     b_g = softplus_gate(tl.load(a + i_b * stride_a_b + i_hv), tl.load(A_log + i_hv), tl.load(dt_bias + i_hv))
     b_beta = tl.sigmoid(tl.load(b + i_b * stride_b_b + i_hv).to(tl.float32))
     b_h, b_o = gated_delta_rule_step(b_h, b_q, b_k, b_v, b_g, b_beta, STATE_VK)
-    if STREAM_STORE:
+    if STREAM_STATE:
         tl.store(p_h, b_h.to(ssm_states.dtype.element_ty), mask=m_h, cache_modifier=".cs")
     else:
         tl.store(p_h, b_h.to(ssm_states.dtype.element_ty), mask=m_h)
@@ -67,16 +67,16 @@ def gdn_decode_kernel(
         tl.store(p_out, b_o.to(out.dtype.element_ty), mask=m_v)
 
 
-def decode_plan(n_heads: int, K: int, V: int, state_bytes: int) -> tuple[int, int, bool, bool]:
-    """(BV, num_warps, evict_first, stream_store) of gdn_decode for n_heads = B * HV state slices laid out [V, K] of
+def decode_plan(n_heads: int, K: int, V: int, state_bytes: int) -> tuple[int, int, bool]:
+    """(BV, num_warps, stream_state) of gdn_decode for n_heads = B * HV state slices laid out [V, K] of
     state_bytes per element, measured on the H200 at TP 1, 2 and 4 (kernels/benchmarks/RESULTS_H200.md): a head
     per program on 16 warps, the norm in place, for few slices; else 32 rows per warp-sized program, as vLLM's
-    packed decode, and the norm as a third launch. The state is loaded evict-first and stored streaming (.cs), both
-    or neither (either alone is slower), up to STREAM_MAX_BYTES of states a step."""
+    packed decode, and the norm as a third launch. The state is loaded evict-first and stored streaming (.cs) up to
+    STREAM_MAX_BYTES of states a step (both hints: either alone was slower than neither)."""
     stream = n_heads * K * V * state_bytes <= STREAM_MAX_BYTES
     if n_heads <= WHOLE_HEAD_MAX_HEADS[state_bytes]:
-        return triton.next_power_of_2(V), 16, stream, stream
-    return 32, 1, stream, stream
+        return triton.next_power_of_2(V), 16, stream
+    return 32, 1, stream
 
 
 # (rows per program, num_warps) of the decode's norm launch, measured on the H200: 4 rows on 2 warps is as fast as
@@ -88,7 +88,7 @@ DECODE_NORM_BLOCK = (4, 2)
 # at 256 to 1024; in between not measured. bf16: whole heads 7-17% faster at 32 to 512 slices, within 1% at 1024
 # to 4096 (0.7% slower at 4096), 6% slower at 8192
 WHOLE_HEAD_MAX_HEADS = {4: 127, 2: 2048}
-# Streaming the states (both hints) up to 128 MiB of states a step: 0.5-4% faster there (B = 32 and 64 at TP 1,
+# Streaming the states up to 128 MiB of states a step: 0.5-4% faster there (B = 32 and 64 at TP 1,
 # B = 256 at TP 2 with bf16 states; one row 0.5% slower), 2.8-4.1% slower at 256 and 512 MiB (B = 256 at TP 1 and
 # with fp32 states at TP 2)
 STREAM_MAX_BYTES = 128 << 20
@@ -96,9 +96,9 @@ STREAM_MAX_BYTES = 128 << 20
 
 def gdn_decode_triton(mixed_qkv, z, a, b, conv_weight, conv_bias, conv_states, A_log, dt_bias, norm_weight,
                       norm_eps, scale, ssm_states, state_indices, use_qk_l2norm, BV=None, num_warps=None,
-                      evict_first=None, stream_store=None):
-    """Triton gdn_decode (see ops.py). BV, num_warps, evict_first (the state's load), stream_store (its store,
-    .cs): decode_plan's by default ([V, K] states), value_blocks' for [K, V] states. Returns out: [B, HV, V]."""
+                      stream_state=None):
+    """Triton gdn_decode (see ops.py). BV, num_warps, stream_state (the state loaded evict-first, stored .cs):
+    decode_plan's by default ([V, K] states), value_blocks' for [K, V] states. Returns out: [B, HV, V]."""
     B, D = mixed_qkv.shape
     HV, K, V = ssm_states.shape[1:]
     H = (D - HV * V) // (2 * K)
@@ -113,11 +113,11 @@ def gdn_decode_triton(mixed_qkv, z, a, b, conv_weight, conv_bias, conv_states, A
     out = torch.empty(B, HV, V, dtype=mixed_qkv.dtype, device=mixed_qkv.device)
     if B == 0:
         return out
-    plan = decode_plan(B * HV, K, V, ssm_states.element_size()) if state_vk else (None, None, False, False)
+    plan_bv, plan_warps, plan_stream = decode_plan(B * HV, K, V, ssm_states.element_size()) if state_vk else \
+        (None, None, False)
     if BV is None:
-        BV, num_warps = plan[:2]
-    evict_first = plan[2] if evict_first is None else evict_first
-    stream_store = plan[3] if stream_store is None else stream_store
+        BV, num_warps = plan_bv, plan_warps
+    stream_state = plan_stream if stream_state is None else stream_state
     BV, num_warps = value_blocks(B * HV, V, BV, num_warps, state_vk)
     NV = triton.cdiv(V, BV)
     gdn_decode_kernel[(B * HV * NV,)](
@@ -125,7 +125,7 @@ def gdn_decode_triton(mixed_qkv, z, a, b, conv_weight, conv_bias, conv_states, A
         x.stride(0), z.stride(0), z.stride(1), a.stride(0), b.stride(0), ssm_states.stride(0),
         H=H, HV=HV, K=K, V=V, BK=triton.next_power_of_2(K), BV=BV, USE_L2NORM=use_qk_l2norm,
         ROUND_PRODUCT=torch.promote_types(norm_weight.dtype, mixed_qkv.dtype) != torch.float32,
-        STATE_VK=state_vk, EVICT_FIRST=evict_first, STREAM_STORE=stream_store, num_warps=num_warps,
+        STATE_VK=state_vk, STREAM_STATE=stream_state, num_warps=num_warps,
     )
     if NV > 1:
         out = gated_rms_norm_triton(out, z, norm_weight, norm_eps, *DECODE_NORM_BLOCK)

@@ -116,8 +116,7 @@ def _compile(family: str) -> int:
                               (128, 8, None), (128, 16, False), (128, 16, True)) if ALL else \
                         ((None, None, None), (32, 1, False), (32, 1, True), (128, 16, True))
                     for BV, nw, stream in blocks if vk else ((None, None, None),):
-                        triton_decode.gdn_decode_triton(**args, BV=BV, num_warps=nw, evict_first=stream,
-                                                        stream_store=stream)
+                        triton_decode.gdn_decode_triton(**args, BV=BV, num_warps=nw, stream_state=stream)
                         n += 1
                 elif family == "chunk":
                     triton_chunk.chunk_gated_delta_rule_fwd_triton(q, q, v, g, g, 0.1, st, cu, idx,

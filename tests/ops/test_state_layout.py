@@ -38,5 +38,5 @@ def test_gdn_decode_value_blocks_state_layout(run, device, BV, num_warps, stream
     place), the state streamed or not: the plans decode_plan picks between, on the [V, K] layout."""
     sizes = SMALL if device == "interpret" else QWEN | dict(B=1)
     run(check_state_layout, device, "gdn_decode", **sizes,
-        impl=functools.partial(gdn_decode_triton, BV=min(BV, sizes["V"]), num_warps=num_warps, evict_first=stream,
-                               stream_store=stream))
+        impl=functools.partial(gdn_decode_triton, BV=min(BV, sizes["V"]), num_warps=num_warps,
+                               stream_state=stream))
