@@ -526,8 +526,11 @@ def conv_causal_conv1d_anchor(cc1d, row, x, w, cs0, idx, N, Ls, ref, cs_ref):
     row.times["causal-conv1d"] = ms(run)
 
 
+# (rows kernel, BT, BD, num_warps): 16 B a thread at BD = 256 num_warps for bf16; 16 x 256 on 2 warps was the default
+# before the rows went in groups of 4
 CONV_VARIANTS = [(False, 64, 128, 4)] + [(True, BT, BD, nw) for BT, BD, nw in (
-    (32, 256, 2), (16, 256, 2), (64, 256, 2), (32, 512, 4), (16, 512, 2), (32, 128, 1), (64, 512, 4), (8, 1024, 4))]
+    (16, 256, 2), (16, 256, 1), (32, 256, 1), (64, 256, 1), (16, 512, 2), (32, 512, 2), (64, 512, 2), (32, 1024, 4),
+    (32, 512, 4), (8, 512, 2))]
 
 
 def norm_cases(anc, bw, rows, log):

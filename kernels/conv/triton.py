@@ -62,6 +62,25 @@ def conv_source_row(x, p_state, o_src, bos, state_lo, stride_x_t, stride_s_l, o_
     return b_x + b_s
 
 
+@triton.jit
+def conv_load_rows4(x, t, end, stride_x_t, o_d, m_d):
+    """Input rows t .. t + 3 as fp32 [BD] each, zeros from row end on."""
+    r = t + 0 * o_d  # [BD]: vector masks (see conv_source_row)
+    x0 = tl.load(x + r * stride_x_t + o_d, mask=m_d & (r < end), other=0).to(tl.float32)
+    x1 = tl.load(x + (r + 1) * stride_x_t + o_d, mask=m_d & (r + 1 < end), other=0).to(tl.float32)
+    x2 = tl.load(x + (r + 2) * stride_x_t + o_d, mask=m_d & (r + 2 < end), other=0).to(tl.float32)
+    x3 = tl.load(x + (r + 3) * stride_x_t + o_d, mask=m_d & (r + 3 < end), other=0).to(tl.float32)
+    return x0, x1, x2, x3
+
+
+@triton.jit
+def conv_store_row(out, t, end, b_y, o_d, m_d, D, ACTIVATION_SILU: tl.constexpr):
+    if ACTIVATION_SILU:
+        b_y = b_y * tl.sigmoid(b_y)
+    r = t + 0 * o_d
+    tl.store(out + r * D + o_d, b_y.to(out.dtype.element_ty), mask=m_d & (r < end))
+
+
 @triton.jit(do_not_specialize=["N"])
 def causal_conv1d_fwd_rows_kernel(
     x, weight, bias, conv_states, cu_seqlens, state_indices, has_initial_state, out,
@@ -70,24 +89,26 @@ def causal_conv1d_fwd_rows_kernel(
     HAS_BIAS: tl.constexpr, ACTIVATION_SILU: tl.constexpr,
 ):
     # One program per (chunk of BT tokens, block of BD channels), the channel blocks of a chunk adjacent. Each
-    # input row is loaded once (the rows are unrolled) and the window of W - 1 <= 3 rows carried in registers.
+    # input row is loaded once and the window of W - 1 <= 3 rows carried in registers. Rows go in groups of 4, the
+    # next group loaded before the current one is stored: the compiler keeps loads behind earlier stores (x and
+    # out may alias for all it knows), so a row at a time would wait out one load latency per row.
     ND = tl.cdiv(D, BD)
     i_d, i_p = tl.program_id(0) % ND, tl.program_id(0) // ND
     i_n, bos, eos, i_c, valid = seq_chunk_of_program(cu_seqlens, N, i_p, BT, BN)
     if not valid:
         return
     t0 = (bos + i_c * BT).to(tl.int64)
+    end = tl.minimum(eos.to(tl.int64), t0 + BT)
     o_d = i_d * BD + tl.arange(0, BD)
     m_d = o_d < D
     slot = tl.load(state_indices + i_n).to(tl.int64)
     if slot < 0:
         for i in tl.static_range(BT):
-            t = t0 + i + 0 * o_d
-            tl.store(out + t * D + o_d, tl.zeros([BD], dtype=out.dtype.element_ty), mask=m_d & (t < eos))
+            conv_store_row(out, t0 + i, end, tl.zeros([BD], dtype=tl.float32), o_d, m_d, D, False)
         return
     state_lo = bos - L * tl.load(has_initial_state + i_n).to(tl.int32)
     p_state = conv_states + slot * stride_s_n
-    # r1, r2, r3: input rows t - 1, t - 2, t - 3 of output row t
+    # r1, r2, r3: input rows t0 - 1, t0 - 2, t0 - 3
     r1 = conv_source_row(x, p_state, t0 - 1, bos, state_lo, stride_x_t, stride_s_l, o_d, m_d, L)
     r2 = tl.zeros([BD], dtype=tl.float32)
     r3 = tl.zeros([BD], dtype=tl.float32)
@@ -95,26 +116,36 @@ def causal_conv1d_fwd_rows_kernel(
         r2 = conv_source_row(x, p_state, t0 - 2, bos, state_lo, stride_x_t, stride_s_l, o_d, m_d, L)
     if W >= 4:
         r3 = conv_source_row(x, p_state, t0 - 3, bos, state_lo, stride_x_t, stride_s_l, o_d, m_d, L)
-    w0 = tl.load(weight + o_d * W + (W - 1), mask=m_d, other=0).to(tl.float32)
-    w1 = tl.load(weight + o_d * W + (W - 2), mask=m_d, other=0).to(tl.float32)
-    w2 = tl.zeros([BD], dtype=tl.float32)
-    w3 = tl.zeros([BD], dtype=tl.float32)
-    if W >= 3:
-        w2 = tl.load(weight + o_d * W + (W - 3), mask=m_d, other=0).to(tl.float32)
-    if W >= 4:
-        w3 = tl.load(weight + o_d * W + (W - 4), mask=m_d, other=0).to(tl.float32)
+    # w0 multiplies row t, w1 row t - 1, ...
+    if W == 4:  # a channel's 4 taps in one load
+        b_w = tl.load(weight + o_d[:, None] * W + tl.arange(0, 4)[None, :], mask=m_d[:, None], other=0)
+        w31, w20 = tl.split(b_w.to(tl.float32).reshape([BD, 2, 2]))  # taps (0, 2) and (1, 3)
+        w3, w1 = tl.split(w31)
+        w2, w0 = tl.split(w20)
+    else:
+        w0 = tl.load(weight + o_d * W + (W - 1), mask=m_d, other=0).to(tl.float32)
+        w1 = tl.load(weight + o_d * W + (W - 2), mask=m_d, other=0).to(tl.float32)
+        w2 = tl.zeros([BD], dtype=tl.float32)
+        w3 = tl.zeros([BD], dtype=tl.float32)
+        if W >= 3:
+            w2 = tl.load(weight + o_d * W + (W - 3), mask=m_d, other=0).to(tl.float32)
     b_bias = tl.zeros([BD], dtype=tl.float32)
     if HAS_BIAS:
         b_bias = tl.load(bias + o_d, mask=m_d, other=0).to(tl.float32)
-    for i in tl.static_range(BT):
-        t = t0 + i + 0 * o_d
-        m_t = m_d & (t < eos)
-        b_x = tl.load(x + t * stride_x_t + o_d, mask=m_t, other=0).to(tl.float32)
-        b_y = b_x * w0 + r1 * w1 + r2 * w2 + r3 * w3 + b_bias
-        if ACTIVATION_SILU:
-            b_y = b_y * tl.sigmoid(b_y)
-        tl.store(out + t * D + o_d, b_y.to(out.dtype.element_ty), mask=m_t)
-        r3, r2, r1 = r2, r1, b_x
+    x0, x1, x2, x3 = conv_load_rows4(x, t0, end, stride_x_t, o_d, m_d)
+    for g in tl.static_range(0, BT, 4):
+        # the next group (all masked off after the last)
+        n0, n1, n2, n3 = conv_load_rows4(x, t0 + g + 4, end, stride_x_t, o_d, m_d)
+        conv_store_row(out, t0 + g, end, x0 * w0 + r1 * w1 + r2 * w2 + r3 * w3 + b_bias, o_d, m_d, D,
+                       ACTIVATION_SILU)
+        conv_store_row(out, t0 + g + 1, end, x1 * w0 + x0 * w1 + r1 * w2 + r2 * w3 + b_bias, o_d, m_d, D,
+                       ACTIVATION_SILU)
+        conv_store_row(out, t0 + g + 2, end, x2 * w0 + x1 * w1 + x0 * w2 + r1 * w3 + b_bias, o_d, m_d, D,
+                       ACTIVATION_SILU)
+        conv_store_row(out, t0 + g + 3, end, x3 * w0 + x2 * w1 + x1 * w2 + x0 * w3 + b_bias, o_d, m_d, D,
+                       ACTIVATION_SILU)
+        r3, r2, r1 = x1, x2, x3
+        x0, x1, x2, x3 = n0, n1, n2, n3
 
     if i_c == 0:
         # The first chunk is the only reader of the old state, so it alone writes the new one.
@@ -213,7 +244,7 @@ def causal_conv1d_fwd_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.
     rows = (W <= 4 and CONV_FWD_ROWS) if rows is None else rows
     d_BT, d_BD, d_nw = CONV_FWD_BLOCKS["rows" if rows else "tile"]
     BT, BD, num_warps = BT or d_BT, BD or d_BD, num_warps or d_nw
-    assert not rows or W <= 4, "the row-unrolled conv carries at most 3 rows"
+    assert not rows or (W <= 4 and BT % 4 == 0), "the rows kernel carries at most 3 rows, in groups of 4"
     kernel = causal_conv1d_fwd_rows_kernel if rows else causal_conv1d_fwd_kernel
     grid = ((triton.cdiv(T, BT) + N) * triton.cdiv(D, BD),) if rows else (triton.cdiv(T, BT) + N, triton.cdiv(D, BD))
     kernel[grid](
@@ -227,7 +258,7 @@ def causal_conv1d_fwd_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.
 
 # The conv prefill kernel by default, and each kernel's (BT, BD, num_warps): measured on the H200 (RESULTS_H200.md)
 CONV_FWD_ROWS = True
-CONV_FWD_BLOCKS = {"rows": (16, 256, 2), "tile": (64, 128, 4)}
+CONV_FWD_BLOCKS = {"rows": (32, 512, 2), "tile": (64, 128, 4)}
 
 
 def causal_conv1d_update_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,

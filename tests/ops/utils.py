@@ -320,11 +320,11 @@ def conv_rows(T, width, D, W, L, S, dtype, state_dtype, bias, gen):
 
 
 def check_causal_conv1d_fwd(device, lens, D, L=3, dtype=torch.float32, state_dtype=torch.float32, bias=True,
-                            silu=True, seed=0, **launch):
+                            silu=True, seed=0, W=4, **launch):
     """launch: run our Triton launcher with these arguments (rows, BT, BD; interpret or cuda:triton) instead of
     the op."""
     gen = torch.Generator().manual_seed(seed)
-    N, T, W = len(lens), sum(lens), 4
+    N, T = len(lens), sum(lens)
     S = N + 3
     x_rows, weight, b, states0 = conv_rows(T, D + 16, D, W, L, S, dtype, state_dtype, bias, gen)
     cu, idx, has_init = prefill_slots(lens, states0, gen)
