@@ -45,8 +45,11 @@ def _main(spec_path: str, out_path: str) -> None:
     import engine_runner
 
     spec = json.loads(Path(spec_path).read_text())
+    llm_args = {"disable_log_stats": False} | spec["llm"]
+    if os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0" and _ranks(spec) == 1:
+        llm_args.setdefault("distributed_executor_backend", "uni")  # the worker in this process (run_engine)
     t0 = time.perf_counter()
-    llm = LLM(**({"disable_log_stats": False} | spec["llm"]))
+    llm = LLM(**llm_args)
     start_s = time.perf_counter() - t0
     if "sessions" in spec:
         t0 = time.perf_counter()
@@ -175,6 +178,11 @@ def _main(spec_path: str, out_path: str) -> None:
     Path(out_path).write_text(json.dumps(summary))
 
 
+def _ranks(spec: dict) -> int:
+    llm = spec["llm"]
+    return llm.get("tensor_parallel_size", 1) * llm.get("pipeline_parallel_size", 1)
+
+
 def _metrics(llm) -> dict:
     return {
         m.name: m.value
@@ -267,6 +275,12 @@ def run_engine(spec: dict, workdir: Path, name: str, timeout: float = 900) -> di
     spec_path.write_text(json.dumps(spec))
     env = dict(os.environ)
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB: each engine start zeroes it
+    if _ranks(spec) == 1:
+        # Engine core and worker in the engine's own process (_main): each process spared is an import of vLLM,
+        # about 10 s of the 25-40 s an engine took to start on 2 cores. One OpenMP thread, as vLLM binds its
+        # worker process to one core here (the same log-probs bit for bit).
+        env.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        env.setdefault("OMP_NUM_THREADS", "1")
     env["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"
     # tests/ (not the repository root) on the path: the root holds a folder named
     # `kernels`, which transformers would mistake for Hugging Face's package.
