@@ -526,11 +526,10 @@ def conv_causal_conv1d_anchor(cc1d, row, x, w, cs0, idx, N, Ls, ref, cs_ref):
     row.times["causal-conv1d"] = ms(run)
 
 
-# (rows kernel, BT, BD, num_warps): 16 B a thread at BD = 256 num_warps for bf16; 16 x 256 on 2 warps was the default
-# before the rows went in groups of 4
+# (rows kernel, BT, BD, num_warps); BT = 64 was 2.4-2.8x slower than 16 and 32 (RESULTS_H100_conv.md)
 CONV_VARIANTS = [(False, 64, 128, 4)] + [(True, BT, BD, nw) for BT, BD, nw in (
-    (16, 256, 2), (16, 256, 1), (32, 256, 1), (64, 256, 1), (16, 512, 2), (32, 512, 2), (64, 512, 2), (32, 1024, 4),
-    (32, 512, 4), (8, 512, 2))]
+    (16, 256, 2), (16, 256, 1), (32, 256, 1), (16, 512, 2), (32, 512, 2), (32, 1024, 4), (32, 512, 4), (8, 512, 2),
+    (8, 256, 2))]
 
 
 def norm_cases(anc, bw, rows, log):

@@ -47,7 +47,9 @@ export PYTHONPATH
 [ "${SETUP_ONLY:-0}" = 1 ] && exit 0
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu --format=csv,noheader
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
-    timeout "${TEST_TIMEOUT:-300}" python3 -m pytest -q -p no:cacheprovider --tb=short ${TESTS:-tests/ops} -rfs 2>&1 \
+    # TESTS_K: a -k expression (may hold spaces, which TESTS would split)
+    timeout "${TEST_TIMEOUT:-300}" python3 -m pytest -q -p no:cacheprovider --tb=short ${TESTS:-tests/ops} \
+        ${TESTS_K:+-k "$TESTS_K"} -rfs 2>&1 \
         | tee "$OUT/tests.log" | tail -40
 fi
 if [ "${SKIP_BENCH:-0}" != 1 ]; then

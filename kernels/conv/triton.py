@@ -256,9 +256,10 @@ def causal_conv1d_fwd_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.
     return out
 
 
-# The conv prefill kernel by default, and each kernel's (BT, BD, num_warps): measured on the H200 (RESULTS_H200.md)
+# The conv prefill kernel by default, and each kernel's (BT, BD, num_warps): rows 16 x 256 on 2 warps within 2.5% of
+# the best variant in both cases on an H100, 84% and 93% of copy bandwidth (RESULTS_H100_conv.md)
 CONV_FWD_ROWS = True
-CONV_FWD_BLOCKS = {"rows": (32, 512, 2), "tile": (64, 128, 4)}
+CONV_FWD_BLOCKS = {"rows": (16, 256, 2), "tile": (64, 128, 4)}
 
 
 def causal_conv1d_update_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
