@@ -288,6 +288,12 @@ def test_1m_context_needs_the_env_var(store, monkeypatch):
                     max_model_len=LONG_MAX_MODEL_LEN)
 
 
+# The engine core in a process of its own, as `vllm serve` and LLM() run it by default: the front end logs
+# neither the plugin's registration line (vLLM 0.32 configures its logging there only after loading plugins)
+# nor the core's start-up failure as such.
+ENGINE_CORE_PROCESS = {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
+
+
 def test_malformed_override_fails_at_start(store):
     """The engine stops while building the model (on CPU the platform asks no
     earlier hook), with the error naming the field."""
@@ -295,7 +301,7 @@ def test_malformed_override_fails_at_start(store):
     bad = {"rope_type": "yarn", "factor": 4.0}
     with pytest.raises(RuntimeError, match="Engine core initialization failed"):
         store.engine("yarn-malformed", {"llm": _llm_args(plain, hf_overrides={"rope_scaling": bad}),
-                                        "prompts": [[1, 2, 3]], "max_tokens": 1})
+                                        "prompts": [[1, 2, 3]], "max_tokens": 1, "env": ENGINE_CORE_PROCESS})
     log = (store.root / "engines" / "yarn-malformed.log").read_text()
     assert (
         "ValueError: Invalid Qwen3-Next rope settings (hf_overrides['rope_scaling']): "
@@ -366,6 +372,7 @@ def test_mtp_draft_uses_the_target_rope(store, yarn_runs):
                              speculative_config={"method": "qwen3_next_mtp", "num_speculative_tokens": 2}),
             "prompts": prompts,
             "max_tokens": MAX_TOKENS,
+            "env": ENGINE_CORE_PROCESS,
         },
     )
     # Our Qwen3NextMTP is the one registered for the draft architecture vLLM resolves.
