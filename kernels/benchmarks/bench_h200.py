@@ -526,7 +526,7 @@ def conv_causal_conv1d_anchor(cc1d, row, x, w, cs0, idx, N, Ls, ref, cs_ref):
     row.times["causal-conv1d"] = ms(run)
 
 
-# (rows kernel, BT, BD, num_warps); BT = 64 was 2.4-2.8x slower than 16 and 32 (RESULTS_H100_conv.md)
+# (rows kernel, BT, BD, num_warps); BT = 64 was 2.4-3.0x slower than 16 and 32 (RESULTS_H100_conv.md)
 CONV_VARIANTS = [(False, 64, 128, 4)] + [(True, BT, BD, nw) for BT, BD, nw in (
     (16, 256, 2), (16, 256, 1), (32, 256, 1), (16, 512, 2), (32, 512, 2), (32, 1024, 4), (32, 512, 4), (8, 512, 2),
     (8, 256, 2))]
