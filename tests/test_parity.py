@@ -50,7 +50,6 @@ def test_our_classes_ran(fp32_run):
     classes = ours["classes"]
     assert classes["model"] == "vllm_qwen3next.model.Qwen3NextForCausalLM"
     assert {c.split(".")[0] for c in classes["layers"]} == {"vllm_qwen3next"}
-    assert "vllm_qwen3next" in ours["log"]  # the registration INFO line
 
 
 def test_prompt_logprobs_match_transformers(fp32_run):

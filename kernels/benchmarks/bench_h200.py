@@ -103,7 +103,7 @@ def slots(N, S, gen, base=1):
 
 class Anchors:
     def __init__(self, anchor_dir):
-        self.fla = self.vllm_rec = self.vllm_conv = self.flashinfer = self.cc1d = None
+        self.fla = self.vllm_rec = self.vllm_conv = self.flashinfer = self.cc1d = self.prev_conv = None
         if SMOKE:  # the anchors' kernels do not run under the interpreter
             return
         try:
@@ -125,6 +125,11 @@ class Anchors:
             print(f"fla not available: {e!r}")
         if anchor_dir and os.path.isdir(anchor_dir):
             sys.path.insert(0, anchor_dir)
+            try:  # our conv prefill before its rows went in groups of 4 (make_anchors.PREVIOUS)
+                import conv_triton_15027ea
+                self.prev_conv = conv_triton_15027ea
+            except Exception as e:  # noqa: BLE001
+                print(f"previous conv kernel not available: {e!r}")
             try:
                 from vllm.model_executor.layers.mamba.ops import causal_conv1d as v_conv
                 from vllm.third_party.flash_linear_attention.ops import fused_recurrent as v_rec
@@ -463,6 +468,12 @@ def conv_cases(anc, bw, rows, log):
                 row.checks.append(f"rows {BT}x{BD} {rel(causal_conv1d_fwd_triton(x, w, None, cs_c, cu, idx, hi, True, **kw), ref):.1e}")
             row.times[f"ours {'rows' if rows_k else 'tile'} BT={BT} BD={BD} w={nw}"] = ms(
                 lambda: causal_conv1d_fwd_triton(x, w, None, cs, cu, idx, hi, True, **kw))
+        if anc.prev_conv:
+            prev = anc.prev_conv.causal_conv1d_fwd_triton
+            cs_p = cs0.clone()
+            row.checks.append(f"15027ea {rel(prev(x, w, None, cs_p, cu, idx, hi, True), ref):.1e}")
+            row.times["rows kernel at 15027ea (16 x 256, 2 warps)"] = ms(
+                lambda: prev(x, w, None, cs, cu, idx, hi, True))
         if anc.vllm_conv:
             cs_v = cs0.clone()
             row.times["vLLM"] = ms(lambda: anc.vllm_conv.causal_conv1d_fn(

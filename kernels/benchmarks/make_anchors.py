@@ -1,7 +1,8 @@
 """Builds .anchors/: copies of vLLM's own Triton kernels for this model (its packed recurrent decode, its
 spec-decode recurrence, its causal conv1d prefill and update) with a shim for the few vLLM helpers they import, so
-that bench_h200.py can time them on a GPU machine without vLLM. The copies are never part of this repository
-(.anchors/ is ignored); they come from the vLLM installed here:
+that bench_h200.py can time them on a GPU machine without vLLM, and earlier versions of our own kernels (PREVIOUS,
+from git). The copies are never part of this repository (.anchors/ is ignored); vLLM's come from the vLLM installed
+here:
 
     python kernels/benchmarks/make_anchors.py [--out .anchors]
 """
@@ -35,10 +36,26 @@ SHIMS = {
 }
 
 
+# Earlier versions of our own kernels, timed beside the current ones on the same card: module name -> (commit, file)
+PREVIOUS = {"conv_triton_15027ea": ("15027ea", "kernels/conv/triton.py")}
+
+
+def write_previous(out: Path) -> None:
+    """Our kernels as they were at a commit, importable on their own (the package-relative imports made absolute)."""
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[2]
+    for name, (rev, path) in PREVIOUS.items():
+        text = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=repo, check=True, capture_output=True,
+                              text=True).stdout
+        (out / f"{name}.py").write_text(text.replace("from ..utils", "from qwen3next_kernels.utils"))
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--out", default=str(Path(__file__).resolve().parents[2] / ".anchors"))
     args = p.parse_args()
+    write_previous(Path(args.out))
     import importlib.util
 
     src = Path(importlib.util.find_spec("vllm").submodule_search_locations[0])

@@ -235,16 +235,16 @@ def causal_conv1d_fwd_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.
                              ) -> torch.Tensor:
     """Triton causal_conv1d_fwd; same contract as the CPU op (see ops.py). x: [T, D] -> out: [T, D].
 
-    rows: the row-unrolled kernel (W <= 4), else the tile kernel; None: CONV_FWD_ROWS where W <= 4."""
+    rows: the rows kernel (2 <= W <= 4), else the tile kernel; None: CONV_FWD_ROWS where 2 <= W <= 4."""
     T, D, W, L, N = _check_conv(x, weight, bias, conv_states, state_indices, cu_seqlens)
     assert has_initial_state.dtype == torch.bool and has_initial_state.shape == (N,)
     out = torch.empty(T, D, dtype=x.dtype, device=x.device)
     if T == 0 or N == 0:
         return out
-    rows = (W <= 4 and CONV_FWD_ROWS) if rows is None else rows
+    rows = (2 <= W <= 4 and CONV_FWD_ROWS) if rows is None else rows
     d_BT, d_BD, d_nw = CONV_FWD_BLOCKS["rows" if rows else "tile"]
     BT, BD, num_warps = BT or d_BT, BD or d_BD, num_warps or d_nw
-    assert not rows or (W <= 4 and BT % 4 == 0), "the rows kernel carries at most 3 rows, in groups of 4"
+    assert not rows or (2 <= W <= 4 and BT % 4 == 0), "the rows kernel carries 1 to 3 rows, in groups of 4"
     kernel = causal_conv1d_fwd_rows_kernel if rows else causal_conv1d_fwd_kernel
     grid = ((triton.cdiv(T, BT) + N) * triton.cdiv(D, BD),) if rows else (triton.cdiv(T, BT) + N, triton.cdiv(D, BD))
     kernel[grid](

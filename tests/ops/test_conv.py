@@ -256,12 +256,14 @@ def test_causal_conv1d_fwd_devices(run, device, case):
 
 
 @pytest.mark.parametrize("launch", [dict(rows=True, BT=16, BD=64), dict(rows=True, BT=4, BD=64, W=3),
-                                    dict(rows=True, BT=8, BD=64, W=2, L=1), dict(rows=False, BT=16, BD=64)],
-                         ids=["rows", "rows-W3-BT4", "rows-W2-L1-BT8", "tile"])
+                                    dict(rows=True, BT=8, BD=64, W=2, L=1), dict(rows=False, BT=16, BD=64),
+                                    dict(rows=None, W=1, L=1)],
+                         ids=["rows", "rows-W3-BT4", "rows-W2-L1-BT8", "tile", "default-W1"])
 @pytest.mark.parametrize("device", triton_devices("causal_conv1d_fwd"))
 def test_causal_conv1d_fwd_kernels(run, device, launch):
     """Both Triton conv prefill kernels at small blocks: chunks of 4 to 16 tokens across sequences of 1 to 65 tokens
-    and channel blocks with a partial last one; the rows kernel's groups of 4 rows with 4, 3 and 2 taps."""
+    and channel blocks with a partial last one; the rows kernel's groups of 4 rows with 4, 3 and 2 taps; one tap
+    (the tile kernel's by default)."""
     run(check_causal_conv1d_fwd, device, [1, 15, 16, 17, 65, 2], 136, **launch)
 
 
