@@ -276,17 +276,16 @@ def run_engine(spec: dict, workdir: Path, name: str, timeout: float = 900) -> di
     spec_path.write_text(json.dumps(spec))
     env = dict(os.environ)
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB: each engine start zeroes it
-    if _ranks(spec) == 1:
-        # Engine core and worker in the engine's own process (_main), unless the spec's env says otherwise: each
-        # process spared is an import of vLLM, about 10 s of the 25-40 s an engine took to start on 2 cores.
-        env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    if _ranks(spec) == 1 and spec.get("env", {}).get("VLLM_ENABLE_V1_MULTIPROCESSING", "0") == "0":
+        # Engine core and worker in the engine's own process (_main): each process spared is an import of vLLM,
+        # about 10 s of the 25-40 s an engine took to start on 2 cores. One OpenMP thread, as vLLM binds its
+        # worker process to one core here: the same log-probs.
+        env.update(VLLM_ENABLE_V1_MULTIPROCESSING="0", OMP_NUM_THREADS="1")
     env["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"
     # tests/ (not the repository root) on the path: the root holds a folder named
     # `kernels`, which transformers would mistake for Hugging Face's package.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
     env.update(spec.get("env", {}))
-    if env.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0" and _ranks(spec) == 1:
-        env["OMP_NUM_THREADS"] = "1"  # as vLLM binds its worker process to one core here: the same log-probs
     with open(log_path, "w") as log:
         proc = subprocess.run(
             [sys.executable, str(HERE / "engine_runner.py"), str(spec_path), str(out_path)],

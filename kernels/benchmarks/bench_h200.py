@@ -472,8 +472,8 @@ def conv_cases(anc, bw, rows, log):
             prev = anc.prev_conv.causal_conv1d_fwd_triton
             cs_p = cs0.clone()
             row.checks.append(f"15027ea {rel(prev(x, w, None, cs_p, cu, idx, hi, True), ref):.1e}")
-            row.times["rows kernel at 15027ea (16 x 256, 2 warps)"] = ms(
-                lambda: prev(x, w, None, cs, cu, idx, hi, True))
+            blocks = "{} x {}, {} warps".format(*anc.prev_conv.CONV_FWD_BLOCKS["rows"])
+            row.times[f"rows kernel at 15027ea ({blocks})"] = ms(lambda: prev(x, w, None, cs, cu, idx, hi, True))
         if anc.vllm_conv:
             cs_v = cs0.clone()
             row.times["vLLM"] = ms(lambda: anc.vllm_conv.causal_conv1d_fn(

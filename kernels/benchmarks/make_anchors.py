@@ -45,6 +45,7 @@ def write_previous(out: Path) -> None:
     import subprocess
 
     repo = Path(__file__).resolve().parents[2]
+    out.mkdir(parents=True, exist_ok=True)
     for name, (rev, path) in PREVIOUS.items():
         text = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=repo, check=True, capture_output=True,
                               text=True).stdout

@@ -63,14 +63,17 @@ def conv_source_row(x, p_state, o_src, bos, state_lo, stride_x_t, stride_s_l, o_
 
 
 @triton.jit
-def conv_load_rows4(x, t, end, stride_x_t, o_d, m_d):
-    """Input rows t .. t + 3 as fp32 [BD] each, zeros from row end on."""
+def conv_load_row(x, t, end, stride_x_t, o_d, m_d):
+    """Input row t as fp32 [BD], zeros from row end on."""
     r = t + 0 * o_d  # [BD]: vector masks (see conv_source_row)
-    x0 = tl.load(x + r * stride_x_t + o_d, mask=m_d & (r < end), other=0).to(tl.float32)
-    x1 = tl.load(x + (r + 1) * stride_x_t + o_d, mask=m_d & (r + 1 < end), other=0).to(tl.float32)
-    x2 = tl.load(x + (r + 2) * stride_x_t + o_d, mask=m_d & (r + 2 < end), other=0).to(tl.float32)
-    x3 = tl.load(x + (r + 3) * stride_x_t + o_d, mask=m_d & (r + 3 < end), other=0).to(tl.float32)
-    return x0, x1, x2, x3
+    return tl.load(x + r * stride_x_t + o_d, mask=m_d & (r < end), other=0).to(tl.float32)
+
+
+@triton.jit
+def conv_load_rows4(x, t, end, stride_x_t, o_d, m_d):
+    """Input rows t .. t + 3 (conv_load_row)."""
+    return (conv_load_row(x, t, end, stride_x_t, o_d, m_d), conv_load_row(x, t + 1, end, stride_x_t, o_d, m_d),
+            conv_load_row(x, t + 2, end, stride_x_t, o_d, m_d), conv_load_row(x, t + 3, end, stride_x_t, o_d, m_d))
 
 
 @triton.jit
